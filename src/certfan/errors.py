@@ -1,0 +1,89 @@
+"""Errors certfan raises. Each carries the data a user needs to act on it.
+
+    CertfanError                 base; str(err) is the one line a user sees
+    ├── ConfigError              file, key path, line -> exit 2
+    ├── StoreError               local versioned store / deploy state
+    ├── LockError                another run holds the lock
+    ├── AcmeError                the CA refused or failed (domain, CA detail)
+    │   └── RateLimitedError     carries retry_after seconds
+    ├── DnsError                 RFC 2136 update / propagation (zone, server, rcode)
+    ├── SshError                 connect, auth, host key, command (host, step)
+    │   └── HostKeyError         host key unknown or changed: never trusted
+    └── RolloutError             a host failed a step (host, step, output tail)
+
+Library exceptions (paramiko, dnspython, acme) are translated into these in the
+one module that imports the library, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class CertfanError(Exception):
+    """Base of every error certfan reports to a user."""
+
+    exit_code: int = 1
+
+
+class ConfigError(CertfanError):
+    """The configuration file is unreadable or invalid."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, message: str, key: str | None = None, line: int | None = None):
+        self.path = path
+        self.key = key
+        self.line = line
+        self.message = message
+        where = str(path)
+        if line is not None:
+            where += f":{line}"
+        if key:
+            where += f": {key}"
+        super().__init__(f"{where}: {message}")
+
+
+class StoreError(CertfanError):
+    """The local store or deploy state cannot be read or written."""
+
+
+class LockError(CertfanError):
+    """Another certfan run holds the lock."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class AcmeError(CertfanError):
+    """The ACME server refused or failed a request."""
+
+
+class RateLimitedError(AcmeError):
+    def __init__(self, message: str, retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class DnsError(CertfanError):
+    """A DNS update was refused or a record did not propagate in time."""
+
+
+class SshError(CertfanError):
+    """SSH connection, authentication or remote command failure."""
+
+    def __init__(self, host: str, message: str, step: str | None = None):
+        self.host = host
+        self.step = step
+        super().__init__(f"{host}: {message}")
+
+
+class HostKeyError(SshError):
+    """The host key is unknown or changed; the host is never trusted."""
+
+
+class RolloutError(CertfanError):
+    """A host failed a rollout step."""
+
+    def __init__(self, host: str, step: str, message: str, output: str = ""):
+        self.host = host
+        self.step = step
+        self.output = output
+        super().__init__(f"{host}: {step}: {message}")
