@@ -7,8 +7,11 @@
     ├── AcmeError                the CA refused or failed (domain, CA detail)
     │   └── RateLimitedError     carries retry_after seconds
     ├── DnsError                 RFC 2136 update / propagation (zone, server, rcode)
+    ├── Interrupted              a worker stopped because the run was interrupted
     ├── SshError                 connect, auth, host key, command (host, step)
-    │   └── HostKeyError         host key unknown or changed: never trusted
+    │   ├── HostKeyError         host key unknown or changed: never trusted
+    │   └── SshTimeoutError      connect or command past its deadline
+    ├── ProbeError               TLS handshake with a host's probe address failed
     └── RolloutError             a host failed a step (host, step, output tail)
 
 Library exceptions (paramiko, dnspython, acme) are translated into these in the
@@ -66,6 +69,12 @@ class DnsError(CertfanError):
     """A DNS update was refused or a record did not propagate in time."""
 
 
+class Interrupted(CertfanError):
+    """Work stopped because the run was interrupted (Ctrl-C in the main thread)."""
+
+    exit_code = 130
+
+
 class SshError(CertfanError):
     """SSH connection, authentication or remote command failure."""
 
@@ -77,6 +86,19 @@ class SshError(CertfanError):
 
 class HostKeyError(SshError):
     """The host key is unknown or changed; the host is never trusted."""
+
+
+class SshTimeoutError(SshError):
+    """A connect or a remote command did not finish within its deadline."""
+
+
+class ProbeError(CertfanError):
+    """A TLS handshake with a host's probe address failed."""
+
+    def __init__(self, endpoint: str, sni: str, message: str):
+        self.endpoint = endpoint
+        self.sni = sni
+        super().__init__(f"{endpoint} (SNI {sni}): {message}")
 
 
 class RolloutError(CertfanError):

@@ -1,0 +1,188 @@
+"""Keys, CSRs and certificate facts: pure functions on bytes.
+
+Private keys are PKCS#8 PEM, unencrypted (they are protected by file mode in
+the store). Nothing here logs, and nothing here touches the disk or network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from certfan.errors import CertfanError
+
+KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+class CryptoError(CertfanError):
+    """A key, CSR or certificate could not be made or parsed."""
+
+
+@dataclass(frozen=True)
+class CertFacts:
+    """What certfan records about a leaf certificate."""
+
+    names: tuple[str, ...]  # SAN dNSNames, in certificate order
+    serial: str  # lower-case hex, no leading zeros
+    sha256: str  # hex SHA-256 of the DER
+    not_before: datetime  # tz-aware UTC
+    not_after: datetime
+    issuer: str  # RFC 4514 string
+    public_key_sha256: str  # hex SHA-256 of the SubjectPublicKeyInfo DER
+
+
+def generate_key(key_type: str) -> PrivateKey:
+    if key_type == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type.startswith("rsa-") and key_type in KEY_TYPES:
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+    raise CryptoError(f"unknown key type {key_type!r} (one of {', '.join(KEY_TYPES)})")
+
+
+def key_type_of(key: PrivateKey) -> str:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(
+            key.curve.name, f"ec-{key.curve.name}"
+        )
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"rsa-{key.key_size}"
+    raise CryptoError(f"unsupported key algorithm {type(key).__name__}")
+
+
+def key_to_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_key(pem: bytes) -> PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        # the library message never contains key bytes, but keep ours generic anyway
+        raise CryptoError("cannot parse private key PEM") from exc
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        raise CryptoError(f"unsupported key algorithm {type(key).__name__}")
+    return key
+
+
+def new_key_pem(key_type: str) -> bytes:
+    return key_to_pem(generate_key(key_type))
+
+
+def make_csr(key_pem: bytes, names: tuple[str, ...] | list[str]) -> bytes:
+    """A PEM CSR for ``names`` (all in the SAN; the first also as CN if it fits)."""
+    if not names:
+        raise CryptoError("a CSR needs at least one name")
+    key = load_key(key_pem)
+    # ub-common-name is 64 (RFC 5280 appendix A); longer names live in the SAN only.
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, names[0])] if len(names[0]) <= 64 else []
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(subject))
+    builder = builder.add_extension(
+        x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+    )
+    csr = builder.sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def split_pem_chain(pem: bytes) -> list[bytes]:
+    """Every certificate block in ``pem``, in order, each ending with a newline."""
+    blocks = [m.group(0).replace(b"\r\n", b"\n") + b"\n" for m in _PEM_CERT.finditer(pem)]
+    if not blocks:
+        raise CryptoError("no certificate in PEM data")
+    return blocks
+
+
+def split_fullchain(fullchain_pem: bytes) -> tuple[bytes, bytes]:
+    """(leaf PEM, chain PEM); the chain may be empty."""
+    blocks = split_pem_chain(fullchain_pem)
+    return blocks[0], b"".join(blocks[1:])
+
+
+def load_cert(pem: bytes) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(split_pem_chain(pem)[0])
+    except ValueError as exc:
+        raise CryptoError(f"cannot parse certificate: {exc}") from exc
+
+
+def cert_facts(cert_pem: bytes) -> CertFacts:
+    """Facts about the first certificate in ``cert_pem``."""
+    cert = load_cert(cert_pem)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return CertFacts(
+        names=cert_names(cert),
+        serial=format(cert.serial_number, "x"),
+        sha256=hashlib.sha256(der).hexdigest(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        issuer=cert.issuer.rfc4514_string(),
+        public_key_sha256=hashlib.sha256(spki).hexdigest(),
+    )
+
+
+def cert_names(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(san.value.get_values_for_type(x509.DNSName))
+
+
+def public_key_sha256_of_key(key_pem: bytes) -> str:
+    spki = load_key(key_pem).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def key_matches_cert(key_pem: bytes, cert_pem: bytes) -> bool:
+    return public_key_sha256_of_key(key_pem) == cert_facts(cert_pem).public_key_sha256
+
+
+def ari_cert_id(cert_pem: bytes) -> str:
+    """RFC 9773 section 4.1: base64url(AKI keyIdentifier) "." base64url(serial DER)."""
+    cert = load_cert(cert_pem)
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound as exc:
+        raise CryptoError("certificate has no Authority Key Identifier (needed for ARI)") from exc
+    if aki.key_identifier is None:
+        raise CryptoError("certificate AKI has no keyIdentifier (needed for ARI)")
+    return f"{_b64url(aki.key_identifier)}.{_b64url(_serial_der_bytes(cert.serial_number))}"
+
+
+def _serial_der_bytes(serial: int) -> bytes:
+    # The DER INTEGER content octets: two's complement, so a leading 0x00 when
+    # the high bit is set (RFC 9773 section 4.1 example).
+    length = serial.bit_length() // 8 + 1
+    return serial.to_bytes(length, "big")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

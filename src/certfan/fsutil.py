@@ -1,0 +1,91 @@
+"""Atomic local file operations shared by the store and the rest of certfan.
+
+Every write goes to a temporary name in the same directory, is fsynced, then
+renamed over the target; the directory is fsynced so the rename survives a
+crash. Files holding key material are created with their final mode by
+``os.open`` so they are never readable by others, not even for a moment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+DIR_MODE = 0o700
+KEY_MODE = 0o600
+FILE_MODE = 0o644
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or create inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_new(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Create ``path`` (must not exist) with ``mode`` from the start, write, fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed it; never widened beyond mode
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` atomically: temp name, fsync, rename, fsync dir."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+    try:
+        write_new(tmp, data, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_symlink(target: str, link: Path) -> None:
+    """Point ``link`` at ``target`` in one rename (never rm-then-ln)."""
+    link = Path(link)
+    tmp = link.with_name(f".{link.name}.tmp-{secrets.token_hex(6)}")
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(link.parent)
+
+
+def ensure_dir(path: Path, mode: int = DIR_MODE) -> Path:
+    """Create ``path`` and any missing parents with ``mode``; tighten an existing leaf."""
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=mode)
+        except FileExistsError:
+            pass  # a concurrent run made it
+        os.chmod(directory, mode)  # mkdir's mode is filtered by the umask
+    if (path.stat().st_mode & 0o777) != mode:
+        os.chmod(path, mode)
+    return path
