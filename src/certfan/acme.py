@@ -9,7 +9,9 @@ classes, and drive the order ourselves: the library's pollers sleep a fixed
 second per round and have no way to send ``replaces`` (RFC 9773 section 5).
 
 State: ``<state>/account/<sha256(directory)[:16]>/key.pem`` (0600) and
-``account.json`` (the account URL), directories 0700.
+``account.json`` (the account URL), directories 0700. With a
+``directory_cache_ttl``, ``directory.json`` there remembers whether the CA
+offers ARI, so a run with nothing to do need not contact the CA at all.
 """
 
 from __future__ import annotations
@@ -104,11 +106,13 @@ class AcmeClient:
         *,
         order_timeout: float = ORDER_TIMEOUT,
         network_timeout: int = NETWORK_TIMEOUT,
+        directory_cache_ttl: float = 0.0,
     ):
         self.cfg = cfg
         self.state_dir = Path(state_dir)
         self.order_timeout = order_timeout
         self.network_timeout = network_timeout
+        self.directory_cache_ttl = directory_cache_ttl  # seconds; 0: always ask the CA
         self._lock = threading.Lock()
         self._directory: messages.Directory | None = None
         self._account: _Account | None = None
@@ -121,11 +125,54 @@ class AcmeClient:
                 net = self._network()
                 with _errors(f"ACME directory {self.cfg.directory}", net, self.cfg):
                     self._directory = ClientV2.get_directory(self.cfg.directory, net)
+                if self.directory_cache_ttl > 0:
+                    self._remember_directory(self._directory)
             return self._directory
 
     @property
     def supports_ari(self) -> bool:
+        cached = self._cached_ari()
+        if cached is not None:
+            return cached
         return self._url("renewalInfo") is not None
+
+    def _directory_cache(self) -> Path:
+        return self.account_dir() / "directory.json"
+
+    def _cached_ari(self) -> bool | None:
+        """Whether the CA offers ARI, from a fresh enough cache; None: ask the CA."""
+        if self.directory_cache_ttl <= 0 or self._directory is not None:
+            return None
+        path = self._directory_cache()
+        try:
+            doc = json.loads(path.read_text())
+            fetched = datetime.fromisoformat(doc["fetched_at"])
+            age = (datetime.now(UTC) - fetched).total_seconds()
+            fresh = doc["directory"] == self.cfg.directory and 0 <= age < self.directory_cache_ttl
+            offers = doc["renewal_info"] is not None
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.debug("%s: ignoring directory cache: %r", path, exc)
+            return None
+        if not fresh:
+            return None
+        log.debug("CA offers ARI: %s (cached %.0fs ago in %s)", offers, age, path)
+        return offers
+
+    def _remember_directory(self, directory: messages.Directory) -> None:
+        try:
+            ari: str | None = str(directory["renewalInfo"])
+        except KeyError:
+            ari = None
+        doc = {"directory": self.cfg.directory, "renewal_info": ari,
+               "fetched_at": datetime.now(UTC).isoformat()}
+        path = self._directory_cache()
+        try:
+            fsutil.ensure_dir(path.parent)
+            fsutil.atomic_write(path, json.dumps(doc, indent=2).encode() + b"\n")
+        except OSError as exc:  # only an optimisation: the next run asks the CA again
+            log.warning("%s: cannot cache the ACME directory: %s", path, exc)
 
     def profiles(self) -> dict[str, str]:
         return dict(getattr(self.directory().meta, "profiles", None) or {})
@@ -342,13 +389,23 @@ class AcmeClient:
             explanation_url=response.json().get("explanationURL"),
         )
 
-    def revoke(self, cert_pem: bytes, reason: int = 0) -> None:
-        """Revoke with the account key (RFC 8555 section 7.6; reason per RFC 5280)."""
+    def revoke(self, cert_pem: bytes, reason: int = 0, *, key_pem: bytes | None = None) -> None:
+        """Revoke (RFC 8555 section 7.6; reason code per RFC 5280 section 5.3.1).
+
+        Signed with the account key, or with ``key_pem``, the certificate's own
+        key: that proves possession of the key, works for a certificate another
+        account ordered, and is what CAs ask for a keyCompromise revocation.
+        """
         cert = crypto.load_cert(cert_pem)
-        net = self._network(self.account())
+        if key_pem is None:
+            net = self._network(self.account())
+        else:
+            key, alg = _jwk(crypto.load_key(key_pem))
+            net = self._network(key=key, alg=alg)
         with _errors(f"revoking serial {cert.serial_number:x}", net, self.cfg):
             ClientV2(self.directory(), net).revoke(cert, reason)
-        log.info("revoked certificate serial %x (reason %d)", cert.serial_number, reason)
+        log.info("revoked certificate serial %x (reason %d, signed with the %s key)",
+                 cert.serial_number, reason, "account" if key_pem is None else "certificate")
 
 
 # ---------------------------------------------------------------- helpers
@@ -468,5 +525,7 @@ def _errors(what: str, net: ClientNetwork | None, cfg: AcmeConfig) -> Iterator[N
                         f"{err}") from err
     except requests.exceptions.RequestException as err:
         raise AcmeError(f"{what}: cannot reach the CA: {err}") from err
+    except OSError as err:  # requests: an unreadable acme.ca_bundle
+        raise AcmeError(f"{what}: {err}") from err
     except (jose.errors.Error, KeyError, ValueError) as err:
         raise AcmeError(f"{what}: unexpected answer from the CA: {err!r}") from err

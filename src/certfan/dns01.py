@@ -12,15 +12,21 @@ The only module importing dnspython. Three pieces:
   zone, and whether each of them serves a value yet.
 * ``Dns01.published(records)`` ties them together as a context manager that
   removes every value it added, whatever happens (KeyboardInterrupt too).
+* ``PendingTxt`` is the one thing a ``finally`` cannot do: a run killed with
+  SIGKILL (or a DNS server down at cleanup time) leaves values behind, so each
+  value is written to ``<state>/dns-pending.json`` before it is added and
+  struck off once it is removed; the next run removes what a dead run left.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import os
 import re
+import secrets
 import stat
 import subprocess
 import threading
@@ -41,6 +47,7 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
+from certfan import fsutil
 from certfan.config import DnsConfig, Endpoint
 from certfan.errors import DnsError, Interrupted
 
@@ -51,6 +58,7 @@ QUERY_TIMEOUT = 3.0
 UPDATE_TIMEOUT = 10.0
 HOOK_TIMEOUT = 60.0
 MAX_CNAME_HOPS = 8
+PENDING_FILE = "dns-pending.json"
 _STDERR_TAIL = 800
 
 
@@ -325,6 +333,68 @@ class HookDns:
         log.debug("dns hook %s %s: ok", action, name)
 
 
+# ------------------------------------------------------------------ the journal
+
+
+class PendingTxt:
+    """TXT values published and not yet removed, in ``<state>/dns-pending.json``.
+
+    An entry is written before its value is added (a timed-out add may still
+    have landed) and dropped once the value is removed. Entries of another run
+    are leftovers: the run lock (lock.py) lets only one run use a state
+    directory, so another run's entries are those of a run that died (SIGKILL,
+    power loss) or could not reach the server at cleanup time.
+    """
+
+    def __init__(self, state_dir: Path):
+        self.path = Path(state_dir) / PENDING_FILE
+        self.run = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._lock = threading.Lock()
+
+    def add(self, item: Published) -> None:
+        entry = {"run": self.run, "challenge": item.challenge, "target": item.target,
+                 "zone": item.zone, "value": item.value}
+        with self._lock:
+            self._write([*self._read(), entry])
+
+    def drop(self, item: Published) -> None:
+        with self._lock:
+            entries = self._read()
+            kept = [e for e in entries if (e["target"], e["value"]) != (item.target, item.value)]
+            if len(kept) != len(entries):
+                self._write(kept)
+
+    def leftovers(self) -> list[Published]:
+        """Values another (dead) run published and never removed."""
+        with self._lock:
+            entries = self._read()
+        return [Published(str(e["challenge"]), str(e["target"]), e["zone"], str(e["value"]))
+                for e in entries if e.get("run") != self.run]
+
+    def _read(self) -> list[dict[str, str | None]]:
+        try:
+            doc = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise DnsError(f"{self.path}: cannot read pending TXT values: {exc}") from exc
+        if not isinstance(doc, list) or not all(
+            isinstance(e, dict) and {"challenge", "target", "zone", "value"} <= e.keys()
+            for e in doc
+        ):
+            raise DnsError(f"{self.path}: not a list of pending TXT values; remove the listed "
+                           "values by hand, then the file")
+        return doc
+
+    def _write(self, entries: list[dict[str, str | None]]) -> None:
+        try:
+            fsutil.ensure_dir(self.path.parent)
+            fsutil.atomic_write(self.path, json.dumps(entries, indent=2).encode() + b"\n",
+                                fsutil.KEY_MODE)
+        except OSError as exc:
+            raise DnsError(f"{self.path}: cannot record pending TXT values: {exc}") from exc
+
+
 # ------------------------------------------------------------------ the whole step
 
 
@@ -332,13 +402,31 @@ class Dns01:
     """What the ACME layer uses: ``with dns.published([(name, value), ...]):``."""
 
     def __init__(self, cfg: DnsConfig, publisher: Rfc2136 | HookDns | None = None,
-                 lookup: Lookup | None = None):
+                 lookup: Lookup | None = None, pending: PendingTxt | None = None):
         self.cfg = cfg
         self.lookup = lookup or Lookup(cfg)
         if publisher is None:
             publisher = (HookDns(_hook_path(cfg)) if cfg.method == "hook"
                          else Rfc2136(cfg, self.lookup))
         self.publisher = publisher
+        self.pending = pending
+        self._swept = False
+        self._sweep_lock = threading.Lock()
+
+    def remove_leftovers(self) -> int:
+        """Remove what earlier runs left (see PendingTxt); the number still left."""
+        if self.pending is None:
+            return 0
+        with self._sweep_lock:
+            if self._swept:
+                return 0
+            leftovers = self.pending.leftovers()
+            if leftovers:
+                log.warning("removing %d TXT value(s) an earlier run left in DNS", len(leftovers))
+                self._remove_all(leftovers)
+            left = len(self.pending.leftovers())
+            self._swept = left == 0
+            return left
 
     def plan(self, name: str, value: str) -> Published:
         """Where the value for challenge ``name`` goes (CNAMEs followed, zone found)."""
@@ -354,8 +442,14 @@ class Dns01:
         """Add every value, wait until served, yield; remove what was added, always."""
         added: list[Published] = []
         try:
+            self.remove_leftovers()
             for name, value in records:
                 item = self.plan(name, value)
+                if self.pending is not None:
+                    # First: a run killed after the add leaves a record. An add that
+                    # fails stays recorded (a timed-out one may have landed); the next
+                    # run's delete of a value that is not there is a no-op.
+                    self.pending.add(item)
                 self.publisher.add(item.target, value, item.zone)
                 added.append(item)
                 log.info("published TXT for %s at %s%s", name, item.target,
@@ -386,8 +480,15 @@ class Dns01:
                 log.info("removed TXT for %s at %s", item.challenge, item.target)
             except DnsError as exc:
                 # Never mask the error that brought us here; the user must know, though.
-                log.error("could not remove TXT value at %s, remove it by hand: %s",
-                          item.target, exc)
+                todo = ("recorded: the next run removes it" if self.pending is not None
+                        else "remove it by hand")
+                log.error("could not remove TXT value at %s (%s): %s", item.target, todo, exc)
+                continue
+            if self.pending is not None:
+                try:
+                    self.pending.drop(item)
+                except DnsError as exc:  # removed from DNS; only the record is stale
+                    log.warning("%s", exc)
 
 
 def _hook_path(cfg: DnsConfig) -> Path:

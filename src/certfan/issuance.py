@@ -57,7 +57,47 @@ class Status:
 
 
 def make_dns(cfg: Config) -> dns01.Dns01:
-    return dns01.Dns01(cfg.dns)
+    return dns01.Dns01(cfg.dns, pending=dns01.PendingTxt(cfg.state_dir))
+
+
+def adopt_unactivated(cfg: Config, store: Store, now: datetime | None = None) -> list[Release]:
+    """Make current what a run issued and stored but died before activating.
+
+    Without this the next run would find the old version still current, and
+    due, and order again: a certificate issued for nothing.
+    """
+    now = now or datetime.now(UTC)
+    adopted = []
+    for cert in cfg.certificates.values():
+        release = store.unactivated(cert.name)
+        if (release is None or release.order_url is None or release.key_type != cert.key_type
+                or set(release.names) != {d.lower() for d in cert.domains}
+                or now >= release.not_after):
+            continue
+        log.warning("%s: version %s was issued and stored by a run that stopped before making "
+                    "it current; making it current now", cert.name, release.version)
+        store.activate(release)
+        adopted.append(release)
+    return adopted
+
+
+def remove_dns_leftovers(cfg: Config, dns: Dns01Publisher | None = None) -> None:
+    """Remove the TXT values a run that died left in DNS (see dns01.PendingTxt).
+
+    Reads a local file first: with nothing left over, no DNS server is asked.
+    A failure is logged, not raised; the values stay recorded for the next run.
+    """
+    try:
+        if not dns01.PendingTxt(cfg.state_dir).leftovers():
+            return
+        dns = dns or make_dns(cfg)
+        left = dns.remove_leftovers() if isinstance(dns, dns01.Dns01) else 0
+    except CertfanError as exc:
+        log.warning("TXT values an earlier run left are still in DNS: %s", exc)
+        return
+    if left:
+        log.warning("%d TXT value(s) an earlier run left are still in DNS; the next run "
+                    "tries again", left)
 
 
 def make_acme(cfg: Config) -> AcmeClient:

@@ -221,6 +221,30 @@ class Store:
             raise StoreError(f"{link}: points at {target!r}, not a version")
         return self.get(cert, version)
 
+    def unactivated(self, cert: str) -> Release | None:
+        """The newest version, when it was stored after ``current`` last moved and is newer.
+
+        That is a version a run stored and then died before ``activate`` (a
+        rollback that moved ``current`` back flipped it after the newer
+        version was stored, so that one does not count).
+        """
+        versions = self.versions(cert)
+        if not versions:
+            return None
+        newest = versions[-1]
+        current = self.current(cert)
+        if current is not None:
+            if newest.number <= current.number:
+                return None
+            try:  # both stamped by the file system's clock: meta.json written, link made
+                stored = os.stat(newest.path).st_mtime_ns
+                flipped = os.lstat(self._current_link(cert)).st_mtime_ns
+            except OSError:
+                return None
+            if stored <= flipped:
+                return None
+        return newest
+
     def previous(self, cert: str) -> Release | None:
         current = self.current(cert)
         if current is None:

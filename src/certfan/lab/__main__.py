@@ -1,4 +1,4 @@
-"""python -m certfan.lab up [--nodes N] | down: run the lab by hand, or clear a crashed one."""
+"""python -m certfan.lab demo | up [--nodes N] | down: the README demo, a lab by hand, or clear a crashed one."""
 
 from __future__ import annotations
 
@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="extra benchmark nodes edge-01..edge-N (group 'edges')",
     )
+    demo = sub.add_parser(
+        "demo", parents=[common], help="run certfan's main job end to end on a fresh lab"
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the lab up afterwards until Ctrl-C")
     down = sub.add_parser("down", parents=[common], help="clear what a crashed lab left behind")
     down.add_argument(
         "--force", action="store_true", help="even if the process that started the lab still runs"
@@ -74,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(message)s",
     )
     try:
+        if args.command == "demo":
+            from certfan.lab import demo as demo_mod
+
+            return demo_mod.run(keep=args.keep)
         return _up(args) if args.command == "up" else _down(args)
     except LabError as exc:
         print(f"certfan.lab: {exc}", file=sys.stderr)

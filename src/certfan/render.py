@@ -1,0 +1,232 @@
+"""Text and JSON for the operations' reports: pure functions; cli.py prints them.
+
+Lines are meant for a terminal, a cron mail or the journal: the first line of
+``status`` is a monitoring-plugin summary (``CERTFAN CRITICAL: ...``), and a
+successful ``renew`` is one line.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from certfan import status as status_mod
+from certfan.issuance import Status
+from certfan.operations import Imported, ReissueReport, RenewReport, RollbackReport
+from certfan.prune import PruneReport
+from certfan.store import Release
+
+
+def _when(value: datetime | None) -> str:
+    return "never" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _short(version: str | None) -> str:
+    return version or "-"
+
+
+def next_due(statuses: tuple[Status, ...]) -> str:
+    waiting = [s for s in statuses if not s.decision.due]
+    if not waiting:
+        return ""
+    soonest = min(waiting, key=lambda s: s.decision.at)
+    return f"next renewal: {soonest.cert} at {_when(soonest.decision.at)}"
+
+
+# ---------------------------------------------------------------- renew
+
+
+def renew_summary(report: RenewReport) -> str:
+    """One line: what was renewed and rolled out, or that there was nothing to do."""
+    parts = []
+    renewed = [o for o in report.issued if o.ok and o.release]
+    if renewed:
+        parts.append("renewed " + ", ".join(f"{o.cert} ({o.release.version})"
+                                            for o in renewed if o.release))
+    if report.failed_issues:
+        parts.append("FAILED to renew " + ", ".join(o.cert for o in report.failed_issues))
+    if report.rollout is not None:
+        outcomes = report.rollout.outcomes
+        served = sum(1 for o in outcomes if o.ok)
+        parts.append(f"{served} of {len(outcomes)} host rollout(s) serve the version")
+    if not parts:
+        parts.append("nothing due" if report.held else "nothing due, every host current")
+    if report.held:
+        parts.append("held back by a rollback: " + ", ".join(f"{h} on {v} ({c})"
+                                                              for c, h, v in report.held))
+    due = next_due(report.next_due)
+    if due:
+        parts.append(due)
+    return f"renew: {'; '.join(parts)} ({report.seconds:.2f}s)"
+
+
+def renew_problems(report: RenewReport) -> list[str]:
+    lines = []
+    for outcome in report.failed_issues:
+        lines.append(f"{outcome.cert}: renewal failed: {outcome.error}")
+    return lines
+
+
+def renew_doc(report: RenewReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "seconds": round(report.seconds, 3),
+        "due": [{"cert": s.cert, "due": s.decision.due, "at": s.decision.at.isoformat(),
+                 "reason": s.decision.reason} for s in report.statuses],
+        "issued": [{"cert": o.cert, "version": o.release.version if o.release else None,
+                    "error": str(o.error) if o.error else None} for o in report.issued],
+        "rolled_out": [{"cert": c, "version": v, "hosts": list(h)}
+                       for c, v, h in report.targets],
+        "held": [{"cert": c, "host": h, "version": v} for c, h, v in report.held],
+        "next_due": [{"cert": s.cert, "at": s.decision.at.isoformat(),
+                      "reason": s.decision.reason} for s in report.next_due],
+    }
+
+
+# ---------------------------------------------------------------- reissue, rollback, import
+
+
+def reissue_lines(report: ReissueReport) -> list[str]:
+    new, old = report.release, report.previous
+    replacing = old.version if old else "nothing"
+    lines = [f"{new.cert}: reissued as {new.version} (serial {new.serial}, new key), "
+             + f"replacing {replacing}"]
+    served = sum(1 for o in report.rollout.outcomes if o.ok)
+    lines.append(f"{served} of {len(report.rollout.outcomes)} host(s) serve {new.version}")
+    if report.revoked and old is not None:
+        lines.append(f"revoked the previous certificate {old.version} (serial {old.serial})")
+    elif report.revoke_requested:
+        lines.append(f"previous certificate NOT revoked: {report.revoke_error}")
+    return lines
+
+
+def rollback_lines(report: RollbackReport) -> list[str]:
+    served = sum(1 for o in report.rollout.outcomes if o.ok)
+    total = len(report.rollout.outcomes)
+    lines = [f"{report.release.cert}: {served} of {total} host(s) back on "
+             + f"{report.release.version} (from {report.replaced.version})"]
+    if report.activated:
+        lines.append(f"{report.release.version} is the current version again; "
+                     f"{report.replaced.version} stays stored but is not rolled out")
+    if report.held:
+        lines.append(f"held on {report.release.version} until the next new version: "
+                     f"{', '.join(report.held)} (certfan renew leaves them alone)")
+    return lines
+
+
+def imported_lines(result: Imported) -> list[str]:
+    r = result.release
+    lines = release_lines(r)
+    lines += [f"warning: {w}" for w in result.warnings]
+    return lines
+
+
+def release_lines(release: Release) -> list[str]:
+    return [
+        f"{release.cert}: stored version {release.version}",
+        f"  serial:    {release.serial}",
+        f"  sha256:    {release.sha256}",
+        f"  names:     {', '.join(release.names)}",
+        f"  not after: {_when(release.not_after)}",
+        f"  path:      {release.path}",
+    ]
+
+
+# ---------------------------------------------------------------- prune
+
+
+def prune_lines(report: PruneReport) -> list[str]:
+    verb = "would delete" if report.dry_run else "deleted"
+    lines = []
+    for plan in report.local:
+        lines.append(f"{plan.cert}: local: {verb} {', '.join(plan.delete) or 'nothing'}; "
+                     f"kept {', '.join(plan.keep) or 'nothing'}")
+    for h in report.hosts:
+        if h.error:
+            lines.append(f"{h.host} ({h.cert}): FAILED: {h.error}")
+        else:
+            lines.append(f"{h.host} ({h.cert}): {verb} {', '.join(h.deleted) or 'nothing'}; "
+                         f"live {h.live or '-'}")
+    lines += [f"error: {e}" for e in report.errors]
+    if report.dry_run:
+        lines.append("dry run: nothing was deleted")
+    return lines
+
+
+# ---------------------------------------------------------------- status
+
+
+def status_summary(report: status_mod.Report) -> str:
+    state = status_mod.STATE_NAMES[report.state]
+    counts = ", ".join(f"{report.count(s)} {status_mod.STATE_NAMES[s].lower()}"
+                       for s in (status_mod.CRITICAL, status_mod.WARNING, status_mod.UNKNOWN,
+                                 status_mod.OK))
+    # Nagios range "N:" alerts below N (days left); thresholds are lower bounds here.
+    perf = " ".join(f"'{c.host} {c.cert}'={days:.2f};{report.warn_days:g}:;{report.crit_days:g}:"
+                    for c in report.checks if (days := c.days_left(report.now)) is not None)
+    line = f"CERTFAN {state}: {counts} ({len(report.checks)} host/certificate pair(s))"
+    return f"{line} | {perf}" if perf else line
+
+
+def status_text(report: status_mod.Report) -> list[str]:
+    rows = [("HOST", "CERT", "CURRENT", "ON DISK", "SERVES", "DAYS LEFT", "STATE")]
+    for c in report.checks:
+        served = sorted({s.version or (f"other ({s.sha256[:12]})" if s.sha256 else "?")
+                         for s in c.served})
+        days = c.days_left(report.now)
+        rows.append((c.host, c.cert, _short(c.current),
+                     "?" if c.disk_error else _short(c.on_disk),
+                     ", ".join(served) or "-", "-" if days is None else f"{days:.1f}",
+                     status_mod.STATE_NAMES[c.state]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [status_summary(report)]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    for c in report.checks:
+        for reason in c.reasons:
+            lines.append(f"{c.host} ({c.cert}): {reason}")
+    h = report.history
+    lines.append(f"last successful renew: {_when(h.renew_last_success)}")
+    return lines
+
+
+def status_doc(report: status_mod.Report) -> dict[str, Any]:
+    return {
+        "state": status_mod.STATE_NAMES[report.state],
+        "exit": report.state,
+        "generated_at": report.now.isoformat(),
+        "warn_days": report.warn_days,
+        "crit_days": report.crit_days,
+        "last_renew_success": _iso(report.history.renew_last_success),
+        "last_rollout_success": {c: _iso(w) for c, w in
+                                 report.history.rollout_last_success.items()},
+        "checks": [
+            {
+                "host": c.host,
+                "cert": c.cert,
+                "state": status_mod.STATE_NAMES[c.state],
+                "current": c.current,
+                "on_disk": c.on_disk,
+                "disk_error": c.disk_error,
+                "drift": c.drift,
+                "held": c.held,
+                "days_left": _round(c.days_left(report.now)),
+                "reasons": list(c.reasons),
+                "served": [
+                    {"name": s.name, "sni": s.sni, "sha256": s.sha256, "serial": s.serial,
+                     "version": s.version, "not_after": _iso(s.not_after), "error": s.error,
+                     "current": None if s.sha256 is None or c.current_sha256 is None
+                     else s.sha256 == c.current_sha256}
+                    for s in c.served
+                ],
+            }
+            for c in report.checks
+        ],
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
