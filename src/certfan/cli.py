@@ -79,8 +79,11 @@ def _setup_logging(args: argparse.Namespace) -> None:
         level = logging.WARNING
     root.setLevel(level)
     # Library chatter stays out unless --debug; paramiko logs at INFO per connection.
-    for noisy in ("paramiko", "urllib3", "acme", "josepy"):
+    for noisy in ("urllib3", "acme", "josepy"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    # paramiko logs a failed handshake at ERROR with a traceback; certfan reports
+    # the same failure itself as one line naming the host.
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if args.debug else logging.CRITICAL)
 
 
 def _load_config(args: argparse.Namespace) -> config_mod.Config:

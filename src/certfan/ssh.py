@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -185,6 +186,7 @@ def connect(host: Host, *, timeout: float) -> Session:
     client.set_missing_host_key_policy(_Reject())
     try:
         client.connect(
+            sock=_open_socket(host, timeout),
             hostname=host.address,
             port=host.port,
             username=host.user,
@@ -203,6 +205,14 @@ def connect(host: Host, *, timeout: float) -> Session:
         raise
     log.debug("%s: connected to %s@%s:%d", name, host.user, host.address, host.port)
     return Session(host, client)
+
+
+def _open_socket(host: Host, timeout: float) -> socket.socket:
+    # TCP_NODELAY: without it every command after the first waits ~40 ms for the
+    # server's delayed ACK of the previous channel close (bench/ssh_nodelay.py).
+    sock = socket.create_connection((host.address, host.port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _translate_connect(host: Host, exc: Exception, timeout: float) -> SshError:
@@ -227,6 +237,8 @@ def _translate_connect(host: Host, exc: Exception, timeout: float) -> SshError:
         return SshError(name, f"identity {host.identity_file} is encrypted; not supported")
     if isinstance(exc, TimeoutError):
         return SshTimeoutError(name, f"connect to {where} timed out after {timeout:g}s")
+    if isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and exc.strerror:
+        return SshError(name, f"cannot connect to {where}: {exc.strerror}")
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         return SshError(name, f"cannot connect to {where}: {exc.strerror or exc}")
     if isinstance(exc, paramiko.SSHException) and "timeout" in str(exc).lower():
