@@ -24,7 +24,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from certfan import __version__
+from certfan import __version__, defaults
 from certfan import config as config_mod
 from certfan.errors import CertfanError
 
@@ -540,8 +540,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _add_status(sub: argparse._SubParsersAction) -> None:
-    from certfan.status import DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS
-
     p = sub.add_parser(
         "status",
         help="what each host has on disk and serves; a Nagios/Icinga-style check",
@@ -557,11 +555,11 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--prometheus", metavar="FILE",
                    help="also write a node_exporter textfile (replaced atomically)")
-    p.add_argument("--warn-days", type=float, default=DEFAULT_WARN_DAYS, metavar="N",
+    p.add_argument("--warn-days", type=float, default=defaults.STATUS_WARN_DAYS, metavar="N",
                    help=f"WARNING when a served certificate expires within N days "
-                   f"(default {DEFAULT_WARN_DAYS:g})")
-    p.add_argument("--crit-days", type=float, default=DEFAULT_CRIT_DAYS, metavar="N",
-                   help=f"CRITICAL within N days (default {DEFAULT_CRIT_DAYS:g})")
+                   f"(default {defaults.STATUS_WARN_DAYS:g})")
+    p.add_argument("--crit-days", type=float, default=defaults.STATUS_CRIT_DAYS, metavar="N",
+                   help=f"CRITICAL within N days (default {defaults.STATUS_CRIT_DAYS:g})")
     p.set_defaults(func=cmd_status)
 
 
@@ -614,8 +612,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _add_prune(sub: argparse._SubParsersAction) -> None:
-    from certfan.prune import DEFAULT_KEEP
-
     p = sub.add_parser(
         "prune",
         help="delete old versions locally and on the hosts (never live ones)",
@@ -624,8 +620,8 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
         "before it, what any host serves (its live version and the one before that), and "
         "certbot's copies.",
     )
-    p.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
-                   help=f"newest versions to keep besides those in use (default {DEFAULT_KEEP})")
+    p.add_argument("--keep", type=int, default=defaults.PRUNE_KEEP, metavar="N",
+                   help=f"newest versions to keep besides those in use (default {defaults.PRUNE_KEEP})")
     p.add_argument("--cert", dest="certs", action="append", metavar="NAME",
                    help="only this certificate (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="show what would go; delete nothing")

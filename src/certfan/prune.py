@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from certfan import fanout, ssh
+from certfan import defaults, fanout, ssh
 from certfan.config import Config, Host
 from certfan.deploystate import DeployState
 from certfan.errors import CertfanError, StoreError
@@ -32,7 +32,7 @@ from certfan.store import Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KEEP = 3
+DEFAULT_KEEP = defaults.PRUNE_KEEP
 _VERSION = re.compile(r"^(\d{4,})-[0-9a-f]{12}$")
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from certfan import fanout, fsutil, history, probe, remote, ssh
+from certfan import defaults, fanout, fsutil, history, probe, remote, ssh
 from certfan.config import Config, Host
 from certfan.deploystate import DeployState
 from certfan.errors import CertfanError, ConfigError, ProbeError
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 _SEVERITY = {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}
-DEFAULT_WARN_DAYS = 20.0
-DEFAULT_CRIT_DAYS = 7.0
+DEFAULT_WARN_DAYS = defaults.STATUS_WARN_DAYS
+DEFAULT_CRIT_DAYS = defaults.STATUS_CRIT_DAYS
 DAY = 86400.0
 
 
