@@ -1,9 +1,12 @@
 """The README demo: certfan's main job end to end on the local lab.
 
-Brings the lab up (nodes serving a nearly expired certificate, like the
-incident), then runs the real `certfan` command line against the lab's config:
-check, issue via DNS-01, push to the four nodes, status; and finally asks
-each node itself, by TLS handshake, what it serves now.
+The lab's four edge nodes start like the incident: each serves a certificate
+with three days left, in certbot's layout. The demo runs the real `certfan`
+command line against the lab's config, as an operator adopting certfan would:
+check the config, import what certbot left, see `status` raise the alarm,
+let `renew` (what the timer runs) issue through DNS-01 and roll out canary
+first, see `status` clear; then it asks each node itself, by TLS handshake,
+what it serves now.
 """
 
 from __future__ import annotations
@@ -58,11 +61,20 @@ def run(keep: bool = False) -> int:
         print(f"lab up in {lab.start_seconds:.2f}s; config {lab.config_path}")
         print(f"\nBefore: every node serves the seeded certificate, about to expire ({sni}):")
         _show_fleet(lab, sni, None)
-        steps = (("check",), ("issue", CERT), ("push", "--cert", CERT), ("status", "--cert", CERT))
-        for step in steps:
+        seed = lab.nodes[0].root / "live" / CERT
+        steps: tuple[tuple[tuple[str, ...], int], ...] = (
+            (("check",), 0),
+            (("import", CERT, "--key", str(seed / "privkey.pem"),
+              "--fullchain", str(seed / "fullchain.pem")), 0),
+            (("status", "--cert", CERT), 2),  # CRITICAL: three days left
+            (("-v", "renew"), 0),
+            (("status", "--cert", CERT), 0),
+        )
+        for step, expected in steps:
             code = _certfan(lab, *step)
-            if code != 0:
-                print(f"\ndemo: `certfan {' '.join(step)}` exited {code}", file=sys.stderr)
+            if code != expected:
+                print(f"\ndemo: `certfan {' '.join(step)}` exited {code}, expected {expected}",
+                      file=sys.stderr)
                 return 1
         current = Store(lab.state_dir).current(CERT)
         if current is None:

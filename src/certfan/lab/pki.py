@@ -23,7 +23,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 PrivateKey = ec.EllipticCurvePrivateKey
 SEED_DOMAIN = "media.lab.test"
-SEED_LIFETIME = dt.timedelta(days=3)
+# Like a Let's Encrypt certificate nobody renewed: 90 days long, 3 days left.
+SEED_LIFETIME = dt.timedelta(days=90)
+SEED_LEFT = dt.timedelta(days=3)
 
 
 def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -92,10 +94,14 @@ def issue(
     names: list[str],
     lifetime: dt.timedelta,
     ips: Sequence[str] = (),
+    left: dt.timedelta | None = None,
 ) -> tuple[PrivateKey, x509.Certificate]:
-    """A TLS server certificate for `names` (first is the CN) and `ips`."""
+    """A TLS server certificate for `names` (first is the CN) and `ips`, valid for
+    `lifetime`, of which `left` remains (default: all of it)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
+    if left is not None:
+        now -= lifetime - left
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     cert = (
@@ -160,7 +166,7 @@ def build(pki_dir: Path) -> LabPki:
     ca_key, ca = new_ca("certfan lab root CA")
     lkey, lcert = issue(ca_key, ca, ["localhost"], dt.timedelta(days=365), ips=["127.0.0.1"])
     old_key, old_ca = new_ca("certfan lab old CA")
-    skey, scert = issue(old_key, old_ca, [SEED_DOMAIN], SEED_LIFETIME)
+    skey, scert = issue(old_key, old_ca, [SEED_DOMAIN], SEED_LIFETIME, left=SEED_LEFT)
     ca_pem = pki_dir.parent / "lab-ca.pem"
     ca_pem.write_bytes(cert_pem(ca))
     (pki_dir / "old-ca.pem").write_bytes(cert_pem(old_ca))
