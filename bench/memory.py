@@ -65,7 +65,7 @@ def reset_peak_rss() -> None:
 
 
 def child(kind: str, config_path: str, concurrency: int, issues: int, trace: bool) -> dict:
-    from certfan import config, issuance, rollout
+    from certfan import config, hostrun, issuance, rollout
     from certfan.store import Store
 
     cfg = config.load(config_path)
@@ -84,7 +84,7 @@ def child(kind: str, config_path: str, concurrency: int, issues: int, trace: boo
         hosts = [cfg.hosts[h] for h in cfg.certificates[CERT].hosts]
         policy = replace(cfg.rollout, concurrency=concurrency, canary=1)
         report = rollout.push([(release, hosts)], policy)
-        ok = report.ok and all(o.result == rollout.DEPLOYED for o in report.outcomes)
+        ok = report.ok and all(o.result == hostrun.DEPLOYED for o in report.outcomes)
     elif kind == "issue":
         for _ in range(issues):
             issuance.issue(cfg, CERT, store)

@@ -35,7 +35,7 @@ from dataclasses import replace
 
 from _lab import Timer, banner, bench_lab, lab_config, percentile, quiet_logging, summary
 
-from certfan import issuance, operations, rollout
+from certfan import hostrun, issuance, operations, rollout
 from certfan.config import Config
 from certfan.deploystate import DeployState
 from certfan.store import Release, Store
@@ -52,7 +52,7 @@ class StepClock:
         self._started: dict[tuple[str, str], float] = {}
         self.seconds: dict[str, list[float]] = defaultdict(list)
 
-    def __call__(self, event: rollout.Event) -> None:
+    def __call__(self, event: hostrun.Event) -> None:
         now = time.monotonic()
         key = (event.host, event.step)
         with self._lock:

@@ -31,7 +31,7 @@ from dataclasses import replace
 
 from _lab import Timer, banner, bench_lab, lab_config, percentile, quiet_logging
 
-from certfan import issuance, rollout, ssh
+from certfan import hostrun, issuance, rollout, ssh
 from certfan.config import Config, Host
 from certfan.store import Store
 
@@ -71,7 +71,7 @@ def per_command(host: Host, nodelay: bool, count: int) -> dict[str, list[float]]
     return found
 
 
-def push(cfg: Config, store: Store, concurrency: int, connect: rollout.Connect) -> float:
+def push(cfg: Config, store: Store, concurrency: int, connect: hostrun.Connect) -> float:
     release = issuance.issue(cfg, CERT, store)
     hosts = [cfg.hosts[h] for h in cfg.certificates[CERT].hosts]
     with Timer() as t:

@@ -20,7 +20,7 @@ import pytest
 from ops_helpers import Ops, cert_files, public_key_sha256, restore_logging
 from test_renewal import AriServer
 
-from certfan import cli, lock, operations, prune, render, rollout
+from certfan import cli, hostrun, lock, operations, prune, render
 from certfan.acme import AcmeClient
 from certfan.config import AcmeConfig, Certificate, Config, DnsConfig, Host, RolloutPolicy
 from certfan.deploystate import DeployState
@@ -158,7 +158,7 @@ def test_nothing_due_and_every_host_current_touches_no_ca_dns_or_host(tmp_path: 
     deploy.record("media", "b", deployed=None, error="connect: timed out")
     report = operations.renew(cfg, store, tools)
     assert connected == ["b"] and report.rollout is not None and not report.ok
-    assert [(o.host, o.result) for o in report.rollout.outcomes] == [("b", rollout.FAILED)]
+    assert [(o.host, o.result) for o in report.rollout.outcomes] == [("b", hostrun.FAILED)]
 
 
 def test_the_directory_is_cached_so_later_runs_need_not_ask(tmp_path: Path) -> None:
@@ -344,7 +344,7 @@ def test_a_node_cut_off_during_renew_is_reported_and_caught_up_without_reissuing
     ops.import_cert(days_left=2)
     cut = []
 
-    def on_event(event: rollout.Event) -> None:
+    def on_event(event: hostrun.Event) -> None:
         if event.host == "esme" and event.step == "connect" and event.status == "start":
             cut.append(lab.faults.cut("esme"))
 
@@ -355,7 +355,7 @@ def test_a_node_cut_off_during_renew_is_reported_and_caught_up_without_reissuing
             fault.heal()
     assert cut and not report.ok and report.rollout is not None
     results = {o.host: o for o in report.rollout.outcomes}
-    assert results["esme"].result == rollout.FAILED and results["esme"].failed_step == "connect"
+    assert results["esme"].result == hostrun.FAILED and results["esme"].failed_step == "connect"
     assert "timed out" in (results["esme"].error or "")
     assert "3 of 4 host rollout(s)" in render.renew_summary(report)
     new = ops.store.current("media")
@@ -440,7 +440,7 @@ def test_reissue_without_canary_and_usage_errors(lab, ops, capsys):  # type: ign
     assert ops.cli("reissue", "media", "--reason", "superseded") == 2  # needs --revoke-old
     assert "--reason needs --revoke-old" in capsys.readouterr().err
     ops.import_cert(days_left=60)  # from another CA: nothing Pebble could revoke by account
-    events: list[rollout.Event] = []
+    events: list[hostrun.Event] = []
     cfg = ops.cfg
     report = operations.reissue(cfg, ops.store, "media", operations.Tools(on_event=events.append),
                                 canary=False)

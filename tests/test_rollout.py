@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certfan import cli, config, rollout
+from certfan import cli, config, hostrun, rollout
 from certfan.config import Endpoint, Host, RolloutPolicy
 from certfan.deploystate import DeployState, hosts_behind
 from certfan.errors import ProbeError, SshError
@@ -216,11 +216,11 @@ def _results(report: rollout.Report) -> dict[str, str]:
 
 def test_canary_goes_first_and_alone_then_bounded_concurrency(push_fake):
     fleet = FakeFleet([f"h{i}" for i in range(1, 8)])
-    events: list[rollout.Event] = []
+    events: list[hostrun.Event] = []
     report = push_fake(
         fleet, dataclasses.replace(FAST, canary=2, concurrency=3), on_event=events.append
     )
-    assert report.ok and set(_results(report).values()) == {rollout.DEPLOYED}
+    assert report.ok and set(_results(report).values()) == {hostrun.DEPLOYED}
     assert fleet.order[:2] == ["h1", "h2"]
     assert fleet.max_open == 3
     done = [e.host for e in events if e.step == "done"]
@@ -236,10 +236,10 @@ def test_failure_halts_skips_the_rest_and_rolls_back_the_flipped(push_fake):
     fleet.nodes["h2"].fail.add("test")
     report = push_fake(fleet, dataclasses.replace(FAST, concurrency=1))
     assert _results(report) == {
-        "h1": rollout.ROLLED_BACK,
-        "h2": rollout.FAILED,
-        "h3": rollout.SKIPPED,
-        "h4": rollout.SKIPPED,
+        "h1": hostrun.ROLLED_BACK,
+        "h2": hostrun.FAILED,
+        "h3": hostrun.SKIPPED,
+        "h4": hostrun.SKIPPED,
     }
     h2 = report.outcomes[1]
     assert h2.failed_step == "test" and h2.rollback == "ok" and "test broke" in h2.output_tail
@@ -254,13 +254,13 @@ def test_no_rollback_on_halt_when_disabled_and_budget_allows_failures(push_fake)
     fleet = FakeFleet(["h1", "h2", "h3", "h4"])
     fleet.nodes["h2"].fail.add("connect")
     report = push_fake(fleet, dataclasses.replace(FAST, failure_budget=1, concurrency=1))
-    assert _results(report)["h2"] == rollout.FAILED and report.halted_by is None
-    assert [o.result for o in report.outcomes].count(rollout.DEPLOYED) == 3
+    assert _results(report)["h2"] == hostrun.FAILED and report.halted_by is None
+    assert [o.result for o in report.outcomes].count(hostrun.DEPLOYED) == 3
 
     fleet = FakeFleet(["h1", "h2", "h3"])
     fleet.nodes["h2"].fail_once.add("reload")
     report = push_fake(fleet, dataclasses.replace(FAST, rollback_on_halt=False, concurrency=1))
-    assert _results(report) == {"h1": rollout.DEPLOYED, "h2": rollout.FAILED, "h3": rollout.SKIPPED}
+    assert _results(report) == {"h1": hostrun.DEPLOYED, "h2": hostrun.FAILED, "h3": hostrun.SKIPPED}
     # h2 failed at its reload (which may have happened): flip back, test, reload, prove old.
     assert fleet.nodes["h2"].log == [
         "inspect",
@@ -292,7 +292,7 @@ def test_failed_prove_rolls_back_and_reports_the_step(push_fake):
     finally:
         FakeSession.run = real_reload_served  # type: ignore[method-assign]
     (outcome,) = report.outcomes
-    assert outcome.result == rollout.FAILED and outcome.failed_step == "prove"
+    assert outcome.result == hostrun.FAILED and outcome.failed_step == "prove"
     assert outcome.rollback == "ok" and outcome.serving == "0001-old"
     assert node.log == ["inspect", "upload", "flip", "test", "reload", "flip", "test", "reload"]
 
@@ -314,8 +314,8 @@ def test_every_host_gets_an_outcome_even_when_its_thread_raises_or_hangs(push_fa
     assert time.monotonic() - started < 4.0  # nobody waited for the hung thread
     results = {o.host: o for o in report.outcomes}
     assert [o.host for o in report.outcomes] == ["h1", "h2", "h3", "h4"]
-    assert results["h2"].result == rollout.FAILED and "internal error" in results["h2"].error
-    assert results["h3"].result == rollout.FAILED and "no result within" in results["h3"].error
+    assert results["h2"].result == hostrun.FAILED and "internal error" in results["h2"].error
+    assert results["h3"].result == hostrun.FAILED and "no result within" in results["h3"].error
     assert results["h1"].ok and results["h4"].ok
 
 
@@ -325,7 +325,7 @@ def test_a_host_not_flipped_by_this_rollout_is_not_moved_back_on_halt(push_fake)
     fleet.nodes["h1"].target = "../archive/media/0002-new"
     fleet.nodes["h2"].fail.add("test")
     report = push_fake(fleet)
-    assert _results(report) == {"h1": rollout.DEPLOYED, "h2": rollout.FAILED}
+    assert _results(report) == {"h1": hostrun.DEPLOYED, "h2": hostrun.FAILED}
     assert fleet.nodes["h1"].log == ["inspect", "upload", "test", "reload"]
     assert fleet.nodes["h1"].target == "../archive/media/0002-new"
 
@@ -337,7 +337,7 @@ def test_already_serving_is_left_alone(push_fake):
     # h2's pointer is there but nginx was never reloaded: it is not "serving".
     fleet.nodes["h2"].target = "../archive/media/0002-new"
     report = push_fake(fleet)
-    assert _results(report) == {"h1": rollout.UNCHANGED, "h2": rollout.DEPLOYED}
+    assert _results(report) == {"h1": hostrun.UNCHANGED, "h2": hostrun.DEPLOYED}
     assert fleet.nodes["h1"].log == ["inspect"]
     assert fleet.nodes["h2"].log == ["inspect", "upload", "test", "reload"]
 
@@ -656,7 +656,7 @@ def test_node_cut_mid_rollout_is_reported_and_gets_the_version_next_run(lab, lab
     cut: set[str] = set()
     faults = []
 
-    def on_event(event: rollout.Event) -> None:
+    def on_event(event: hostrun.Event) -> None:
         if event.host == "esme" and event.step == "flip" and event.status == "start" and not cut:
             cut.add("esme")
             faults.append(lab.faults.cut("esme"))
@@ -669,16 +669,16 @@ def test_node_cut_mid_rollout_is_reported_and_gets_the_version_next_run(lab, lab
             fault.heal()
     results = {o.host: o for o in report.outcomes}
     esme = results["esme"]
-    assert cut and esme.result == rollout.FAILED and esme.failed_step == "flip"
+    assert cut and esme.result == hostrun.FAILED and esme.failed_step == "flip"
     assert "timed out" in esme.error and "ROLLBACK failed" in esme.error
     assert report.halted_by is not None and report.halted_by.host == "esme"
     for node in ("cdn-frankfurt-1", "cdn-fremont-1", "sally"):
-        assert results[node].result == rollout.ROLLED_BACK, results[node]
+        assert results[node].result == hostrun.ROLLED_BACK, results[node]
         assert _served(lab, node) == old.sha256
     assert _served(lab, "esme") == old.sha256  # the flip never reached it
 
     again = lab_push.push()
-    assert again.ok and {o.result for o in again.outcomes} == {rollout.DEPLOYED}
+    assert again.ok and {o.result for o in again.outcomes} == {hostrun.DEPLOYED}
     for node in lab_push.nodes:
         assert _served(lab, node) == new.sha256
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from certfan import crypto, fsutil, history, issuance, probe, rollout, ssh
+from certfan import crypto, fsutil, history, hostrun, issuance, probe, rollout, ssh
 from certfan.acme import AcmeClient, Dns01Publisher
 from certfan.config import Config, Host, RolloutPolicy
 from certfan.deploystate import DeployState, hosts_behind
@@ -55,9 +55,9 @@ class Tools:
 
     acme: AcmeClient | None = None
     dns: Dns01Publisher | None = None
-    connect: rollout.Connect = ssh.connect
-    prober: rollout.Prober = probe.served_leaf
-    on_event: Callable[[rollout.Event], None] | None = None
+    connect: hostrun.Connect = ssh.connect
+    prober: hostrun.Prober = probe.served_leaf
+    on_event: Callable[[hostrun.Event], None] | None = None
 
     def acme_for(self, cfg: Config) -> AcmeClient:
         if self.acme is not None:

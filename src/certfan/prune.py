@@ -25,9 +25,9 @@ from certfan import defaults, fanout, ssh
 from certfan.config import Config, Host
 from certfan.deploystate import DeployState
 from certfan.errors import CertfanError, StoreError
+from certfan.hostrun import Connect, Session
 from certfan.operations import Holds
 from certfan.remote import Step
-from certfan.rollout import Connect, Session
 from certfan.store import Store
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from certfan import defaults, fanout, fsutil, history, probe, remote, ssh
 from certfan.config import Config, Host
 from certfan.deploystate import DeployState
 from certfan.errors import CertfanError, ConfigError, ProbeError
+from certfan.hostrun import Connect, Prober
 from certfan.operations import Holds, revoked_versions
-from certfan.rollout import Connect, Prober
 from certfan.store import Release, Store
 
 log = logging.getLogger(__name__)
