@@ -171,7 +171,7 @@ def _add_issue(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from certfan import lock, rollout
+    from certfan import lock, render, rollout
     from certfan.deploystate import DeployState
     from certfan.store import Store
 
@@ -189,9 +189,9 @@ def cmd_push(args: argparse.Namespace) -> int:
     if args.dry_run:
         plans = rollout.plan(targets, cfg.rollout)
         if args.json:
-            print(json.dumps([_plan_doc(p) for p in plans], indent=2))
+            print(json.dumps([render.plan_doc(p) for p in plans], indent=2))
         else:
-            _print_plans(plans, cfg.rollout.canary)
+            _print_lines(render.plan_lines(plans, cfg.rollout.canary))
         return EXIT_FAILED if any(p.error for p in plans) else EXIT_OK
     root = logging.getLogger()
     saved = root.handlers[:]
@@ -214,9 +214,9 @@ def cmd_push(args: argparse.Namespace) -> int:
         root.handlers[:] = saved
     code = _push_exit(report)
     if args.json:
-        print(json.dumps(_report_doc(report, code), indent=2))
+        print(json.dumps(render.rollout_doc(report, code), indent=2))
     else:
-        _print_report(report)
+        _print_lines(render.rollout_lines(report))
     return code
 
 
@@ -246,19 +246,13 @@ class _LiveLines(logging.Handler):
         self.guard = threading.Lock()
 
     def update(self, event) -> None:  # type: ignore[no-untyped-def]
+        from certfan import render
+
         key = (event.cert, event.host)
         now = time.monotonic()
         start = self.started.setdefault(key, now)
-        if event.status == "done":
-            state = event.detail
-        elif event.status == "start":
-            state = f"{event.step} ..."
-        else:
-            state = f"{event.step} {event.status}"
-            if event.status == "failed" and event.detail:
-                state += f": {event.detail}"
         with self.guard:
-            self.lines[key] = f"  {event.host:<18} {event.cert:<10} {now - start:5.1f}s  {state}"
+            self.lines[key] = render.live_line(event, now - start)
             self._redraw()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -286,73 +280,6 @@ class _LiveLines(logging.Handler):
         self.drawn = len(self.lines)
         self.out.write(text)
         self.out.flush()
-
-
-def _print_plans(plans, canary: int) -> None:  # type: ignore[no-untyped-def]
-    seen: dict[str, int] = {}
-    for plan in plans:
-        index = seen[plan.cert] = seen.get(plan.cert, -1) + 1
-        role = " (canary)" if index < canary else ""
-        print(f"{plan.host}{role}: {plan.cert} {plan.version}")
-        if plan.error:
-            print(f"  cannot plan: {plan.error}")
-        elif plan.unchanged:
-            print("  already serves this version: nothing to do")
-        for number, step in enumerate(plan.steps, 1):
-            print(f"  {number}. {step.summary}")
-    print("dry run: nothing was changed")
-
-
-def _plan_doc(plan) -> dict:  # type: ignore[no-untyped-def]
-    return {
-        "host": plan.host,
-        "cert": plan.cert,
-        "version": plan.version,
-        "unchanged": plan.unchanged,
-        "error": plan.error,
-        "steps": [
-            {"name": s.name, "summary": s.summary, "argv": list(s.argv) or None} for s in plan.steps
-        ],
-    }
-
-
-def _print_report(report) -> None:  # type: ignore[no-untyped-def]
-    rows = [("HOST", "CERT", "VERSION", "RESULT", "FAILED STEP", "SECONDS")]
-    for o in report.outcomes:
-        rows.append((o.host, o.cert, o.version, o.result, o.failed_step or "-", f"{o.seconds:.1f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    for o in report.outcomes:
-        if o.result in ("failed", "rolled back") and o.error:
-            print(f"\n{o.host} ({o.cert}): {o.failed_step or o.result}: {o.error}")
-            for line in o.output_tail.splitlines()[-8:]:
-                print(f"    | {line}")
-    if report.halted_by is not None:
-        h = report.halted_by
-        print(f"\nrollout halted: {h.host} failed at {h.failed_step} (failure budget spent)")
-    for warning in report.warnings:
-        print(f"warning: {warning}")
-    served = sum(1 for o in report.outcomes if o.ok)
-    print(f"\n{served} of {len(report.outcomes)} host(s) serve the version")
-
-
-def _report_doc(report, code: int) -> dict:  # type: ignore[no-untyped-def]
-    from dataclasses import asdict
-
-    return {
-        "exit": code,
-        "ok": report.ok,
-        "halted_by": {
-            "host": report.halted_by.host,
-            "cert": report.halted_by.cert,
-            "step": report.halted_by.failed_step,
-        }
-        if report.halted_by
-        else None,
-        "outcomes": [asdict(o) for o in report.outcomes],
-        "warnings": list(report.warnings),
-    }
 
 
 def _add_push(sub: argparse._SubParsersAction) -> None:
@@ -433,13 +360,13 @@ def cmd_renew(args: argparse.Namespace) -> int:
     if report.rollout is not None and not report.rollout.ok:
         code = code or _push_exit(report.rollout)
     if args.json:
-        rolled = _report_doc(report.rollout, code) if report.rollout else None
+        rolled = render.rollout_doc(report.rollout, code) if report.rollout else None
         print(json.dumps({**render.renew_doc(report), "exit": code, "rollout": rolled}, indent=2))
         return code
     if code != EXIT_OK:
         _print_lines(render.renew_problems(report))
         if report.rollout is not None and not report.rollout.ok:
-            _print_report(report.rollout)
+            _print_lines(render.rollout_lines(report.rollout))
     if code != EXIT_OK or not args.quiet:
         print(render.renew_summary(report))
     return code
@@ -481,12 +408,12 @@ def cmd_reissue(args: argparse.Namespace) -> int:
     if code == EXIT_OK and not report.ok:
         code = EXIT_FAILED  # every host serves the new key, but the revocation failed
     if args.json:
-        doc = _report_doc(report.rollout, code)
+        doc = render.rollout_doc(report.rollout, code)
         doc.update(version=report.release.version, revoked=report.revoked,
                    revoke_error=report.revoke_error)
         print(json.dumps(doc, indent=2))
     else:
-        _print_report(report.rollout)
+        _print_lines(render.rollout_lines(report.rollout))
         _print_lines(render.reissue_lines(report))
     return code
 
@@ -572,12 +499,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         report = operations.rollback(cfg, Store(cfg.state_dir), args.cert, args.hosts or ())
     code = _push_exit(report.rollout)
     if args.json:
-        doc = _report_doc(report.rollout, code)
+        doc = render.rollout_doc(report.rollout, code)
         doc.update(version=report.release.version, current=report.activated,
                    held=list(report.held))
         print(json.dumps(doc, indent=2))
     else:
-        _print_report(report.rollout)
+        _print_lines(render.rollout_lines(report.rollout))
         _print_lines(render.rollback_lines(report))
     return code
 

@@ -1,4 +1,4 @@
-"""Text and JSON for the operations' reports: pure functions; cli.py prints them.
+"""Text and JSON for the commands' reports: pure functions; cli.py prints them.
 
 Lines are meant for a terminal, a cron mail or the journal: the first line of
 ``status`` is a monitoring-plugin summary (``CERTFAN CRITICAL: ...``), and a
@@ -7,13 +7,17 @@ successful ``renew`` is one line.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from certfan import status as status_mod
+from certfan.hostrun import Event, HostPlan
 from certfan.issuance import Status
 from certfan.operations import Imported, ReissueReport, RenewReport, RollbackReport
 from certfan.prune import PruneReport
+from certfan.rollout import Report
 from certfan.store import Release
 
 
@@ -25,12 +29,96 @@ def _short(version: str | None) -> str:
     return version or "-"
 
 
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns, two spaces apart, the first row the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
 def next_due(statuses: tuple[Status, ...]) -> str:
     waiting = [s for s in statuses if not s.decision.due]
     if not waiting:
         return ""
     soonest = min(waiting, key=lambda s: s.decision.at)
     return f"next renewal: {soonest.cert} at {_when(soonest.decision.at)}"
+
+
+# ---------------------------------------------------------------- push (and every rollout)
+
+
+def rollout_lines(report: Report) -> list[str]:
+    """A table of hosts, then each failure with its output tail, then the count served."""
+    rows = [("HOST", "CERT", "VERSION", "RESULT", "FAILED STEP", "SECONDS")]
+    for o in report.outcomes:
+        rows.append((o.host, o.cert, o.version, o.result, o.failed_step or "-", f"{o.seconds:.1f}"))
+    lines = _table(rows)
+    for o in report.outcomes:
+        if o.result in ("failed", "rolled back") and o.error:
+            lines += ["", f"{o.host} ({o.cert}): {o.failed_step or o.result}: {o.error}"]
+            lines += [f"    | {line}" for line in o.output_tail.splitlines()[-8:]]
+    if report.halted_by is not None:
+        h = report.halted_by
+        lines += ["", f"rollout halted: {h.host} failed at {h.failed_step} (failure budget spent)"]
+    lines += [f"warning: {warning}" for warning in report.warnings]
+    served = sum(1 for o in report.outcomes if o.ok)
+    lines += ["", f"{served} of {len(report.outcomes)} host(s) serve the version"]
+    return lines
+
+
+def rollout_doc(report: Report, code: int) -> dict[str, Any]:
+    halted = report.halted_by
+    return {
+        "exit": code,
+        "ok": report.ok,
+        "halted_by": {"host": halted.host, "cert": halted.cert, "step": halted.failed_step}
+        if halted
+        else None,
+        "outcomes": [asdict(o) for o in report.outcomes],
+        "warnings": list(report.warnings),
+    }
+
+
+def plan_lines(plans: Sequence[HostPlan], canary: int) -> list[str]:
+    """push --dry-run: each host's numbered steps, the first ``canary`` of a cert marked."""
+    lines = []
+    seen: dict[str, int] = {}
+    for plan in plans:
+        index = seen[plan.cert] = seen.get(plan.cert, -1) + 1
+        role = " (canary)" if index < canary else ""
+        lines.append(f"{plan.host}{role}: {plan.cert} {plan.version}")
+        if plan.error:
+            lines.append(f"  cannot plan: {plan.error}")
+        elif plan.unchanged:
+            lines.append("  already serves this version: nothing to do")
+        lines += [f"  {number}. {step.summary}" for number, step in enumerate(plan.steps, 1)]
+    lines.append("dry run: nothing was changed")
+    return lines
+
+
+def plan_doc(plan: HostPlan) -> dict[str, Any]:
+    return {
+        "host": plan.host,
+        "cert": plan.cert,
+        "version": plan.version,
+        "unchanged": plan.unchanged,
+        "error": plan.error,
+        "steps": [
+            {"name": s.name, "summary": s.summary, "argv": list(s.argv) or None} for s in plan.steps
+        ],
+    }
+
+
+def live_line(event: Event, seconds: float) -> str:
+    """A host's line in push's live display: where it is, ``seconds`` after it started."""
+    if event.status == "done":
+        state = event.detail
+    elif event.status == "start":
+        state = f"{event.step} ..."
+    else:
+        state = f"{event.step} {event.status}"
+        if event.status == "failed" and event.detail:
+            state += f": {event.detail}"
+    return f"  {event.host:<18} {event.cert:<10} {seconds:5.1f}s  {state}"
 
 
 # ---------------------------------------------------------------- renew
@@ -178,9 +266,8 @@ def status_text(report: status_mod.Report) -> list[str]:
                      "?" if c.disk_error else _short(c.on_disk),
                      ", ".join(served) or "-", "-" if days is None else f"{days:.1f}",
                      status_mod.STATE_NAMES[c.state]))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [status_summary(report)]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines += _table(rows)
     for c in report.checks:
         for reason in c.reasons:
             lines.append(f"{c.host} ({c.cert}): {reason}")
