@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from certfan import config
+from certfan import _configlines, config
 from certfan.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "conf" / "example.toml"
@@ -346,7 +346,7 @@ def test_arbitrary_documents(tmp_path: Path, doc: dict[str, Any], fancy: bool, c
     assert tomllib.loads(text) is not None  # the writer writes valid TOML
     check_loads_or_config_error(tmp_path / "c.toml", text)
     # The line finder places every key and header the writer wrote, and nothing else.
-    assert config._line_map(text) == where
+    assert _configlines.line_map(text) == where
 
 
 @SETTINGS

@@ -71,9 +71,10 @@ One line, ``<file>[:<line>]: <key path>: <message>``, for example::
   and cut at 60 characters, so a message never spans lines.
 * The line is that of the key, else of the nearest enclosing statement or
   table header that can be found (for a missing key: the table's ``[...]``
-  line).  It is found by a small scan of the text, since tomllib reports
-  lines only for syntax errors, and it is left out whenever the scan cannot
-  place the key (e.g. a table created implicitly by a dotted key).
+  line).  It is found by a small scan of the text (``_configlines.py``),
+  since tomllib reports lines only for syntax errors, and it is left out
+  whenever the scan cannot place the key (e.g. a table created implicitly by
+  a dotted key).
 
 Semantics worth knowing
 -----------------------
@@ -98,19 +99,16 @@ Semantics worth knowing
 
 from __future__ import annotations
 
-import datetime
-import difflib
-import ipaddress
 import os
 import re
-import shlex
 import tomllib
-import urllib.parse
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from certfan import _configcheck as check
+from certfan._configlines import KeyPath, line_map
 from certfan.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/certfan/certfan.toml")
@@ -263,14 +261,16 @@ def load(path: str | os.PathLike[str]) -> Config:
     file = os.fspath(path)
     text = _read(file)
     doc = _parse(file, text)
-    ctx = _Ctx(file, Path(file).absolute().parent, _line_map(text))
-    _reject_unknown(ctx, (), doc, _TOP_KEYS)
+    ctx = check.Ctx(file, Path(file).absolute().parent, line_map(text))
+    check.reject_unknown(ctx, (), doc, _TOP_KEYS)
     if "acme" not in doc:
         raise ctx.error(("acme",), "required table missing")
-    state_dir = _optional(ctx, (), doc, "state_dir", _local_path, DEFAULT_STATE_DIR)
+    state_dir = check.optional(ctx, (), doc, "state_dir", check.local_path, DEFAULT_STATE_DIR)
     acme = _acme(ctx, doc["acme"])
     dns = _dns(ctx, doc.get("dns", {}))
-    rollout = RolloutPolicy(**_Table(ctx, ("rollout",), doc.get("rollout", {}), _ROLLOUT).values())
+    rollout = RolloutPolicy(
+        **check.Table(ctx, ("rollout",), doc.get("rollout", {}), _ROLLOUT).values()
+    )
     hosts = _hosts(ctx, doc.get("hosts", []))
     groups = _groups(ctx, doc.get("groups", {}), hosts)
     certificates = _certificates(ctx, doc.get("certificates", []), hosts, groups)
@@ -328,575 +328,54 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-# -- locating keys in the text ---------------------------------------------------
-
-KeyPath = tuple[str | int, ...]
-
-_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')"""
-_DOTTED_KEY = re.compile(rf"[ \t]*({_KEY_PART}(?:[ \t]*\.[ \t]*{_KEY_PART})*)[ \t]*")
-
-
-def _line_map(text: str) -> dict[KeyPath, int]:
-    """Line of every table header and key/value statement of a valid document.
-
-    Tables of an array of tables get their index: ``("hosts", 1, "port")``.
-    After a header the scan cannot decode, keys are not recorded until the
-    next header: no line is better than a wrong one.
-    """
-    lines: dict[KeyPath, int] = {}
-    table: KeyPath | None = ()
-    last_index: dict[KeyPath, int] = {}  # array of tables -> index of its last entry
-    for line, pos in _statements(text):
-        end = text.find("\n", pos)
-        stmt = text[pos : end if end >= 0 else len(text)]
-        if stmt.startswith("[["):
-            parts = _key_parts(stmt[2:], "]]")
-            table = None if parts is None else _header_path(parts, True, last_index)
-        elif stmt.startswith("["):
-            parts = _key_parts(stmt[1:], "]")
-            table = None if parts is None else _header_path(parts, False, last_index)
-        elif table is not None:
-            parts = _key_parts(stmt, "=")
-            if parts is not None:
-                lines.setdefault(table + parts, line)
-            continue
-        if table is not None:
-            lines.setdefault(table, line)
-    return lines
-
-
-def _statements(text: str) -> Iterator[tuple[int, int]]:
-    """(line, offset) of each statement: skips strings, comments, open brackets."""
-    i, n, line, depth, line_start = 0, len(text), 1, 0, True
-    while i < n:
-        c = text[i]
-        if c == "\n":
-            line, line_start, i = line + 1, True, i + 1
-            continue
-        if c in " \t\r":
-            i += 1
-            continue
-        if line_start and depth == 0 and c != "#":
-            yield line, i
-        line_start = False
-        if c == "#":
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-        elif c in "\"'":
-            end = _string_end(text, i)
-            line += text.count("\n", i, end)
-            i = end
-        else:
-            depth += (c in "[{") - (c in "]}")
-            i += 1
-
-
-def _string_end(text: str, i: int) -> int:
-    """Offset just past the TOML string starting at ``text[i]``."""
-    q, n = text[i], len(text)
-    multi = text.startswith(q * 3, i)
-    j = i + (3 if multi else 1)
-    while j < n:
-        if q == '"' and text[j] == "\\":
-            j += 2
-        elif multi and text.startswith(q * 3, j):
-            j += 3
-            for _ in range(2):  # up to two quotes may end the content
-                if j < n and text[j] == q:
-                    j += 1
-            return j
-        elif not multi and text[j] == q:
-            return j + 1
-        else:
-            j += 1
-    return n
-
-
-def _key_parts(text: str, closer: str) -> tuple[str, ...] | None:
-    m = _DOTTED_KEY.match(text)
-    if not m or not text.startswith(closer, m.end()):
-        return None
-    try:
-        node: Any = tomllib.loads(f"{m.group(1)} = 0")
-    except tomllib.TOMLDecodeError:
-        return None
-    parts: list[str] = []
-    while isinstance(node, dict) and len(node) == 1:
-        key, node = next(iter(node.items()))
-        parts.append(key)
-    return tuple(parts)
-
-
-def _header_path(parts: tuple[str, ...], array: bool, last_index: dict[KeyPath, int]) -> KeyPath:
-    path: KeyPath = ()
-    for k, part in enumerate(parts):
-        path += (part,)
-        if k == len(parts) - 1 and array:
-            last_index[path] = last_index.get(path, -1) + 1
-            path += (last_index[path],)
-        elif path in last_index:
-            path += (last_index[path],)
-    return path
-
-
-# -- validation machinery ----------------------------------------------------------
-
-T = TypeVar("T")
-D = TypeVar("D")
-
-
-@dataclass(frozen=True)
-class _Ctx:
-    file: str
-    base: Path  # relative local paths are resolved against this
-    lines: Mapping[KeyPath, int]
-
-    def error(self, key: KeyPath, message: str) -> ConfigError:
-        return ConfigError(self.file, message, key=_format_key(key) or None, line=self._line(key))
-
-    def _line(self, key: KeyPath) -> int | None:
-        for n in range(len(key), 0, -1):
-            if key[:n] in self.lines:
-                return self.lines[key[:n]]
-        return None
-
-
-Conv = Callable[[_Ctx, KeyPath, Any], T]
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _format_key(key: KeyPath) -> str:
-    out = ""
-    for part in key:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            text = part if _BARE_KEY.fullmatch(part) else _show(part)
-            out += f".{text}" if out else text
-    return out
-
-
-def _show(value: object, limit: int = 60) -> str:
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (datetime.date, datetime.time)):
-        text = value.isoformat()
-    else:
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-_TYPE_NAMES: tuple[tuple[type, str], ...] = (
-    (bool, "a boolean"),
-    (int, "an integer"),
-    (float, "a float"),
-    (str, "a string"),
-    (list, "an array"),
-    (dict, "a table"),
-    (datetime.datetime, "a date-time"),
-    (datetime.date, "a date"),
-    (datetime.time, "a time"),
-)
-
-
-def _got(value: object) -> str:
-    name = next((n for t, n in _TYPE_NAMES if isinstance(value, t)), type(value).__name__)
-    if isinstance(value, (list, dict)):
-        return name
-    return f"{name} ({_show(value)})"
-
-
-def _suggest(word: str, options: Collection[str]) -> str:
-    lowered = {o.lower(): o for o in options}
-    close = [lowered[word.lower()]] if word.lower() in lowered else []
-    close = close or difflib.get_close_matches(word[:200], list(options), n=3, cutoff=0.6)
-    # Swapped letters are the commonest typo: 'prot' means 'port', not 'root'.
-    close.sort(key=lambda option: sorted(option) != sorted(word))
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _reject_unknown(
-    ctx: _Ctx, key: KeyPath, table: dict[str, Any], allowed: Collection[str]
-) -> None:
-    for name in table:
-        if name not in allowed:
-            raise ctx.error(key + (name,), "unknown key" + _suggest(name, allowed))
-
-
-def _optional(
-    ctx: _Ctx, key: KeyPath, table: dict[str, Any], name: str, conv: Conv[T], default: D
-) -> T | D:
-    return conv(ctx, key + (name,), table[name]) if name in table else default
-
-
-class _Table:
-    """One TOML table: unknown keys refused, present keys converted in file order."""
-
-    def __init__(self, ctx: _Ctx, key: KeyPath, value: object, schema: Mapping[str, Conv[Any]]):
-        if not isinstance(value, dict):
-            raise ctx.error(key, f"expected a table, got {_got(value)}")
-        _reject_unknown(ctx, key, value, schema)
-        self.ctx, self.key, self.data, self.schema = ctx, key, value, schema
-
-    def require(self, *names: str, why: str = "") -> None:
-        for name in names:
-            if name not in self.data:
-                raise self.ctx.error(self.key + (name,), "required key missing" + why)
-
-    def values(self) -> dict[str, Any]:
-        return {n: self.schema[n](self.ctx, self.key + (n,), v) for n, v in self.data.items()}
-
-
-# -- scalar checks -----------------------------------------------------------------
-
-
-def _string(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    if not isinstance(value, str):
-        raise ctx.error(key, f"expected a string, got {_got(value)}")
-    return value
-
-
-def _text(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    """A non-empty string without NUL, line breaks or other control characters."""
-    s = _string(ctx, key, value)
-    if not s:
-        raise ctx.error(key, "must not be empty")
-    if not s.isprintable():
-        raise ctx.error(key, f"must not contain control characters or line breaks: {_show(s)}")
-    return s
-
-
-def _boolean(ctx: _Ctx, key: KeyPath, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ctx.error(key, f"expected a boolean (true or false), got {_got(value)}")
-    return value
-
-
-def _integer(lo: int, hi: int) -> Conv[int]:
-    def conv(ctx: _Ctx, key: KeyPath, value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ctx.error(key, f"expected an integer, got {_got(value)}")
-        if not lo <= value <= hi:
-            raise ctx.error(key, f"must be between {lo} and {hi}, got {_show(value)}")
-        return value
-
-    return conv
-
-
-_port = _integer(1, 65535)
-
-
-def _seconds(hi: int) -> Conv[float]:
-    def conv(ctx: _Ctx, key: KeyPath, value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ctx.error(key, f"expected a number of seconds, got {_got(value)}")
-        if not 0 < value <= hi:  # also refuses nan
-            raise ctx.error(key, f"must be greater than 0 and at most {hi}, got {_show(value)}")
-        return float(value)
-
-    return conv
-
-
-def _choice(options: tuple[str, ...]) -> Conv[str]:
-    def conv(ctx: _Ctx, key: KeyPath, value: object) -> str:
-        s = _string(ctx, key, value)
-        if s not in options:
-            raise ctx.error(
-                key, f"must be one of {', '.join(options)}; got {_show(s)}{_suggest(s, options)}"
-            )
-        return s
-
-    return conv
-
-
-def _array(conv: Conv[T], *, nonempty: bool = False, unique: str = "") -> Conv[tuple[T, ...]]:
-    def array(ctx: _Ctx, key: KeyPath, value: object) -> tuple[T, ...]:
-        if not isinstance(value, list):
-            raise ctx.error(key, f"expected an array, got {_got(value)}")
-        if nonempty and not value:
-            raise ctx.error(key, "must not be empty")
-        items: list[T] = []
-        for i, v in enumerate(value):
-            item = conv(ctx, key + (i,), v)
-            if unique and item in items:
-                raise ctx.error(key + (i,), f"duplicate {unique} {_show(item)}")
-            items.append(item)
-        return tuple(items)
-
-    return array
-
-
-# -- names, addresses, paths, commands ------------------------------------------
-
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
-_ANY_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
-_ROOT = re.compile(r"(?:/[A-Za-z0-9._-]+)+/?")
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@(.+)")
-_PROFILE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_ENDPOINT = re.compile(r"\[([^\]]+)\](?::([0-9]{1,5}))?|([^:]+)(?::([0-9]{1,5}))?")
-
-
-def _name(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    s = _string(ctx, key, value)
-    if not _SAFE_NAME.fullmatch(s) or ".." in s:
-        raise ctx.error(
-            key,
-            f"invalid name {_show(s)}: use 1-63 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit, without '..'",
-        )
-    return s
-
-
-def _user(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    s = _string(ctx, key, value)
-    if not _USER.fullmatch(s):
-        raise ctx.error(
-            key,
-            f"invalid user name {_show(s)}: use 1-32 lower-case letters, digits, '_' or '-', "
-            "starting with a letter or '_'",
-        )
-    return s
-
-
-def _is_dns_name(s: str, label: re.Pattern[str]) -> bool:
-    name = s.removesuffix(".")
-    return 0 < len(name) <= 253 and all(label.fullmatch(part) for part in name.split("."))
-
-
-def _is_hostname(s: str) -> bool:
-    # An all-numeric last label is a mistyped IPv4 address, not a name.
-    return _is_dns_name(s, _LDH_LABEL) and not s.rstrip(".").rsplit(".", 1)[-1].isdigit()
-
-
-def _is_ip(s: str) -> bool:
-    try:
-        ipaddress.ip_address(s)
-    except ValueError:
-        return False
-    return True
-
-
-def _address(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    s = _string(ctx, key, value)
-    if not (_is_ip(s) or _is_hostname(s)):
-        raise ctx.error(key, f"not an IP address or hostname: {_show(s)}")
-    return s
-
-
-def _ip(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    s = _string(ctx, key, value)
-    if not _is_ip(s):
-        raise ctx.error(key, f"not an IP address: {_show(s)}")
-    return s
-
-
-def _endpoint(ctx: _Ctx, key: KeyPath, value: object) -> tuple[str, int | None]:
-    """``addr``, ``addr:port``, ``v6`` or ``[v6]:port``; the port may be left to a default."""
-    s = _string(ctx, key, value)
-    m = _ENDPOINT.fullmatch(s)
-    if _is_ip(s):  # a bare IPv6 address has colons of its own
-        address, port = s, None
-    elif m and (m.group(1) is None or ":" in m.group(1)) and _is_ip(m.group(1) or m.group(3)):
-        address, port = m.group(1) or m.group(3), m.group(2) or m.group(4)
-    else:
-        raise ctx.error(
-            key,
-            f"expected 'address', 'address:port' or '[v6]:port' with an IP address, got {_show(s)}",
-        )
-    if port is None:
-        return address, None
-    return address, _port(ctx, key, int(port))
-
-
-def _domain(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    s = _string(ctx, key, value)
-    name = s.removesuffix(".")
-    if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except ValueError:  # UnicodeError: not a valid internationalized name
-            raise ctx.error(key, f"not a valid DNS name: {_show(s)}") from None
-    name = name.lower()
-    labels = name.split(".")
-    if "*" in name and (labels[0] != "*" or "*" in name[1:]):
-        raise ctx.error(
-            key, f"a wildcard must be the whole leftmost label ('*.example.org'), got {_show(s)}"
-        )
-    rest = ".".join(labels[1:]) if labels[0] == "*" else name
-    if not _is_hostname(rest):
-        raise ctx.error(key, f"not a valid DNS name: {_show(s)}")
-    return name
-
-
-def _dns_name(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    s = _string(ctx, key, value)
-    if not _is_dns_name(s, _ANY_LABEL):
-        raise ctx.error(key, f"not a valid DNS name: {_show(s)}")
-    return s
-
-
-def _email(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    s = _string(ctx, key, value)
-    m = _EMAIL.fullmatch(s)
-    if not m or not _is_hostname(m.group(1)) or "." not in m.group(1).strip("."):
-        raise ctx.error(key, f"not an email address: {_show(s)}")
-    return s
-
-
-def _directory(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    s = _text(ctx, key, value)
-    try:
-        url = urllib.parse.urlsplit(s)
-        host = url.hostname or ""
-        url.port  # noqa: B018 -- raises ValueError on a bad port
-    except ValueError:
-        raise ctx.error(key, f"not a URL: {_show(s)}") from None
-    if " " in s or not (_is_ip(host) or _is_hostname(host)):
-        raise ctx.error(key, f"not a URL: {_show(s)}")
-    if not (
-        url.scheme == "https" or url.scheme == "http" and host in ("localhost", "127.0.0.1", "::1")
-    ):
-        raise ctx.error(
-            key, f"must be an https:// URL (http:// only for localhost), got {_show(s)}"
-        )
-    return s
-
-
-def _profile(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    s = _string(ctx, key, value)
-    if not _PROFILE.fullmatch(s):
-        raise ctx.error(key, f"invalid profile name {_show(s)}")
-    return s
-
-
-def _token(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    s = _text(ctx, key, value)
-    if " " in s:
-        raise ctx.error(key, f"must not contain spaces: {_show(s)}")
-    return s
-
-
-def _local_path(ctx: _Ctx, key: KeyPath, value: object) -> Path:
-    s = _text(ctx, key, value)
-    if s.startswith("~"):
-        raise ctx.error(
-            key,
-            f"'~' is not expanded; write an absolute path or one relative to the config file: {_show(s)}",
-        )
-    path = Path(s)
-    if ".." in path.parts:
-        raise ctx.error(key, f"must not contain '..' components: {_show(s)}")
-    return path if path.is_absolute() else ctx.base / path
-
-
-def _remote_root(ctx: _Ctx, key: KeyPath, value: object) -> str:
-    s = _string(ctx, key, value)
-    if s.strip("/") == "" and s:
-        raise ctx.error(key, "must not be '/'")
-    if not _ROOT.fullmatch(s) or any(part in (".", "..") for part in s.split("/")):
-        raise ctx.error(
-            key,
-            f"unsafe remote path {_show(s)}: use an absolute path of letters, digits, "
-            "'.', '_', '-' and '/', without '.' or '..' components",
-        )
-    return s.rstrip("/")
-
-
-def _shell_syntax(s: str) -> str | None:
-    """The first character a shell would treat specially (outside quotes), if any."""
-    quote, i = "", 0
-    while i < len(s):
-        c = s[i]
-        if quote == "'":
-            quote = "" if c == "'" else quote
-        elif c == "\\":
-            i += 1
-        elif quote == '"':
-            if c in "$`":
-                return c
-            quote = "" if c == '"' else quote
-        elif c in "'\"":
-            quote = c
-        elif c in ";&|<>()$`":
-            return c
-        i += 1
-    return None
-
-
-def _command(ctx: _Ctx, key: KeyPath, value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        s = _text(ctx, key, value)
-        special = _shell_syntax(s)
-        if special:
-            raise ctx.error(
-                key,
-                f"{special!r} is shell syntax, but commands run without a shell; "
-                'write an array such as ["sh", "-c", "..."]',
-            )
-        try:
-            argv = tuple(shlex.split(s))
-        except ValueError as exc:
-            raise ctx.error(key, f"cannot split into words: {exc}") from None
-    elif isinstance(value, list):
-        argv = _array(_text)(ctx, key, value)
-    else:
-        raise ctx.error(key, f"expected a string or an array of strings, got {_got(value)}")
-    if not argv or not argv[0]:
-        raise ctx.error(key, "must not be empty")
-    return argv
-
-
 # -- sections ------------------------------------------------------------------------
 
 _TOP_KEYS = ("state_dir", "acme", "dns", "rollout", "groups", "hosts", "certificates")
 
-_EAB: dict[str, Conv[Any]] = {"kid": _token, "hmac_key_file": _local_path}
+_EAB: dict[str, check.Conv[Any]] = {"kid": check.token, "hmac_key_file": check.local_path}
 
 
-def _eab(ctx: _Ctx, key: KeyPath, value: object) -> ExternalAccountBinding:
-    table = _Table(ctx, key, value, _EAB)
+def _eab(ctx: check.Ctx, key: KeyPath, value: object) -> ExternalAccountBinding:
+    table = check.Table(ctx, key, value, _EAB)
     table.require("kid", "hmac_key_file")
     return ExternalAccountBinding(**table.values())
 
 
-_ACME: dict[str, Conv[Any]] = {
-    "directory": _directory,
-    "email": _email,
-    "agree_tos": _boolean,
-    "account_key_type": _choice(KEY_TYPES),
-    "profile": _profile,
-    "ca_bundle": _local_path,
+_ACME: dict[str, check.Conv[Any]] = {
+    "directory": check.directory,
+    "email": check.email,
+    "agree_tos": check.boolean,
+    "account_key_type": check.choice(KEY_TYPES),
+    "profile": check.profile,
+    "ca_bundle": check.local_path,
     "eab": _eab,
 }
 
 
-def _acme(ctx: _Ctx, value: object) -> AcmeConfig:
-    table = _Table(ctx, ("acme",), value, _ACME)
+def _acme(ctx: check.Ctx, value: object) -> AcmeConfig:
+    table = check.Table(ctx, ("acme",), value, _ACME)
     table.require("directory")
     return AcmeConfig(**table.values())
 
 
-_DNS: dict[str, Conv[Any]] = {
-    "method": _choice(DNS_METHODS),
-    "server": _ip,
-    "port": _port,
-    "tsig_key_name": _dns_name,
-    "tsig_algorithm": _choice(TSIG_ALGORITHMS),
-    "tsig_secret_file": _local_path,
-    "propagation_timeout": _seconds(86400),
-    "poll_interval": _seconds(60),
-    "nameservers": _array(_endpoint),
-    "resolvers": _array(_endpoint),
-    "ns_port": _port,
-    "hook": _local_path,
+_DNS: dict[str, check.Conv[Any]] = {
+    "method": check.choice(DNS_METHODS),
+    "server": check.ip,
+    "port": check.port,
+    "tsig_key_name": check.dns_name,
+    "tsig_algorithm": check.choice(TSIG_ALGORITHMS),
+    "tsig_secret_file": check.local_path,
+    "propagation_timeout": check.seconds(86400),
+    "poll_interval": check.seconds(60),
+    "nameservers": check.array(check.endpoint),
+    "resolvers": check.array(check.endpoint),
+    "ns_port": check.port,
+    "hook": check.local_path,
 }
 
 
-def _dns(ctx: _Ctx, value: object) -> DnsConfig:
-    table = _Table(ctx, ("dns",), value, _DNS)
+def _dns(ctx: check.Ctx, value: object) -> DnsConfig:
+    table = check.Table(ctx, ("dns",), value, _DNS)
     values = table.values()
     method = values.get("method", DnsConfig.method)
     if method == "rfc2136":
@@ -912,50 +391,52 @@ def _dns(ctx: _Ctx, value: object) -> DnsConfig:
     return DnsConfig(**values)
 
 
-_ROLLOUT: dict[str, Conv[Any]] = {
-    "canary": _integer(0, 10000),
-    "concurrency": _integer(1, 256),
-    "failure_budget": _integer(0, 10000),
-    "rollback_on_halt": _boolean,
-    "connect_timeout": _seconds(86400),
-    "command_timeout": _seconds(86400),
-    "verify_timeout": _seconds(86400),
+_ROLLOUT: dict[str, check.Conv[Any]] = {
+    "canary": check.integer(0, 10000),
+    "concurrency": check.integer(1, 256),
+    "failure_budget": check.integer(0, 10000),
+    "rollback_on_halt": check.boolean,
+    "connect_timeout": check.seconds(86400),
+    "command_timeout": check.seconds(86400),
+    "verify_timeout": check.seconds(86400),
 }
 
-_HOST: dict[str, Conv[Any]] = {
-    "name": _name,
-    "address": _address,
-    "port": _port,
-    "user": _user,
-    "identity_file": _local_path,
-    "known_hosts": _local_path,
-    "root": _remote_root,
-    "config_test": _command,
-    "reload": _command,
-    "probe_address": _address,
-    "probe_port": _port,
+_HOST: dict[str, check.Conv[Any]] = {
+    "name": check.name,
+    "address": check.address,
+    "port": check.port,
+    "user": check.user,
+    "identity_file": check.local_path,
+    "known_hosts": check.local_path,
+    "root": check.remote_root,
+    "config_test": check.command,
+    "reload": check.command,
+    "probe_address": check.address,
+    "probe_port": check.port,
 }
 
-_CERTIFICATE: dict[str, Conv[Any]] = {
-    "name": _name,
-    "domains": _array(_domain, nonempty=True, unique="domain"),
-    "key_type": _choice(KEY_TYPES),
-    "reuse_key": _boolean,
-    "deploy_to": _array(_string),
+_CERTIFICATE: dict[str, check.Conv[Any]] = {
+    "name": check.name,
+    "domains": check.array(check.domain, nonempty=True, unique="domain"),
+    "key_type": check.choice(KEY_TYPES),
+    "reuse_key": check.boolean,
+    "deploy_to": check.array(check.string),
 }
 
 
-def _array_of_tables(ctx: _Ctx, name: str, value: object) -> list[dict[str, Any]]:
+def _array_of_tables(ctx: check.Ctx, name: str, value: object) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ctx.error((name,), f"expected an array of tables ([[{name}]]), got {_got(value)}")
+        raise ctx.error(
+            (name,), f"expected an array of tables ([[{name}]]), got {check.got(value)}"
+        )
     return value
 
 
-def _hosts(ctx: _Ctx, value: object) -> dict[str, Host]:
+def _hosts(ctx: check.Ctx, value: object) -> dict[str, Host]:
     hosts: dict[str, Host] = {}
     index: dict[str, int] = {}
     for i, raw in enumerate(_array_of_tables(ctx, "hosts", value)):
-        table = _Table(ctx, ("hosts", i), raw, _HOST)
+        table = check.Table(ctx, ("hosts", i), raw, _HOST)
         table.require("name", "address")
         host = Host(**table.values())
         if host.name in hosts:
@@ -967,31 +448,31 @@ def _hosts(ctx: _Ctx, value: object) -> dict[str, Host]:
     return hosts
 
 
-def _groups(ctx: _Ctx, value: object, hosts: Mapping[str, Host]) -> dict[str, tuple[str, ...]]:
+def _groups(ctx: check.Ctx, value: object, hosts: Mapping[str, Host]) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, dict):
-        raise ctx.error(("groups",), f"expected a table ([groups]), got {_got(value)}")
+        raise ctx.error(("groups",), f"expected a table ([groups]), got {check.got(value)}")
     groups: dict[str, tuple[str, ...]] = {}
     for name, members in value.items():
         key: KeyPath = ("groups", name)
-        _name(ctx, key, name)
+        check.name(ctx, key, name)
         if name in hosts:
             raise ctx.error(key, f"group name {name!r} is also a host name")
-        groups[name] = _array(_string, nonempty=True, unique="member")(ctx, key, members)
+        groups[name] = check.array(check.string, nonempty=True, unique="member")(ctx, key, members)
         for i, member in enumerate(groups[name]):
             if member not in hosts:
                 raise ctx.error(
-                    key + (i,), f"unknown host {_show(member)}{_suggest(member, hosts)}"
+                    key + (i,), f"unknown host {check.show(member)}{check.suggest(member, hosts)}"
                 )
     return groups
 
 
 def _certificates(
-    ctx: _Ctx, value: object, hosts: Mapping[str, Host], groups: Mapping[str, tuple[str, ...]]
+    ctx: check.Ctx, value: object, hosts: Mapping[str, Host], groups: Mapping[str, tuple[str, ...]]
 ) -> dict[str, Certificate]:
     certificates: dict[str, Certificate] = {}
     index: dict[str, int] = {}
     for i, raw in enumerate(_array_of_tables(ctx, "certificates", value)):
-        table = _Table(ctx, ("certificates", i), raw, _CERTIFICATE)
+        table = check.Table(ctx, ("certificates", i), raw, _CERTIFICATE)
         table.require("name", "domains")
         values = table.values()
         resolved: dict[str, None] = {}  # an ordered set
@@ -1003,7 +484,7 @@ def _certificates(
             else:
                 raise ctx.error(
                     ("certificates", i, "deploy_to", k),
-                    f"unknown host or group {_show(target)}{_suggest(target, [*hosts, *groups])}",
+                    f"unknown host or group {check.show(target)}{check.suggest(target, [*hosts, *groups])}",
                 )
         cert = Certificate(**values, hosts=tuple(resolved))
         if cert.name in certificates:
