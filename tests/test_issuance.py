@@ -491,7 +491,7 @@ def test_cli_issue_prints_what_it_stored(lab, tmp_path: Path, capsys) -> None:
         release.serial,
         release.sha256,
         "media.lab.test",
-        release.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        release.not_after.strftime("%Y-%m-%d %H:%M:%SZ"),
         str(release.path),
     ):
         assert fact in out

@@ -726,7 +726,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(lab, lab_push, capsys):
     assert lab_push.cli("--dry-run") == 0
     out = capsys.readouterr().out
     assert "cdn-frankfurt-1 (canary)" in out and "dry run: nothing was changed" in out
-    for word in ("upload", "flip", "config test", "reload", "prove"):
+    for word in ("upload", "flip", "test: nginx -t", "reload: systemctl reload nginx", "prove"):
         assert word in out
     for node in lab_push.nodes:
         root = lab.node(node).root

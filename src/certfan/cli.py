@@ -120,17 +120,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- issue
 
 
-def _print_release(release) -> None:  # type: ignore[no-untyped-def]
-    print(f"{release.cert}: stored version {release.version}")
-    print(f"  serial:    {release.serial}")
-    print(f"  sha256:    {release.sha256}")
-    print(f"  names:     {', '.join(release.names)}")
-    print(f"  not after: {release.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}")
-    print(f"  path:      {release.path}")
-
-
 def cmd_issue(args: argparse.Namespace) -> int:
-    from certfan import issuance
+    from certfan import issuance, render
     from certfan.store import Store
 
     cfg = _load_config(args)
@@ -138,12 +129,12 @@ def cmd_issue(args: argparse.Namespace) -> int:
         cfg.certificate(name)  # unknown names fail before anything is ordered
     store = Store(cfg.state_dir)
     if len(args.certs) == 1:
-        _print_release(issuance.issue(cfg, args.certs[0], store))
+        _print_lines(render.release_lines(issuance.issue(cfg, args.certs[0], store)))
         return EXIT_OK
     failed = 0
     for outcome in issuance.issue_many(cfg, store, args.certs):
         if outcome.release is not None:
-            _print_release(outcome.release)
+            _print_lines(render.release_lines(outcome.release))
         else:
             failed += 1
             print(f"{outcome.cert}: FAILED: {outcome.error}")
@@ -159,11 +150,6 @@ def _add_issue(sub: argparse._SubParsersAction) -> None:
         "Several CERTs are ordered concurrently. Nothing is deployed.",
     )
     p.add_argument("certs", metavar="CERT", nargs="+", help="certificate name from the config")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="accepted for scripts; issue never waits for the due date",
-    )
     p.set_defaults(func=_locked("issue", cmd_issue))
 
 

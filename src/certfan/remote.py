@@ -309,7 +309,7 @@ def plan_upload(host: Host, release: Release, files: Sequence[FileSpec]) -> Step
         name="upload",
         argv=_sh(_UPLOAD, "upload", *args),
         stdin_files=tuple(f.source for f in files),
-        summary=f"upload {names} ({size} bytes) to {host.root}/archive/{cert}/{version}/",
+        summary=f"{names} ({size} bytes) to {host.root}/archive/{cert}/{version}/",
     )
 
 
@@ -324,7 +324,7 @@ def plan_flip(host: Host, cert: str, target: str | None) -> Step:
     return Step(
         name="flip",
         argv=_sh(_FLIP, "flip", host.root, cert, target),
-        summary=f"flip {host.root}/live/{cert} -> {target}",
+        summary=f"{host.root}/live/{cert} -> {target}",
     )
 
 
@@ -345,7 +345,7 @@ def plan_convert_certbot(host: Host, cert: str, facts: LiveFacts) -> tuple[Step,
         name="convert",
         argv=_sh(_CONVERT, "convert", host.root, cert, name),
         summary=(
-            f"convert certbot layout: copy {host.root}/live/{cert}/* to archive/{cert}/{name}/, "
+            f"certbot layout: copy {host.root}/live/{cert}/* to archive/{cert}/{name}/, "
             f"keep the directory as live/.{cert}.certbot, link live/{cert} -> {target}"
         ),
     )
@@ -354,19 +354,19 @@ def plan_convert_certbot(host: Host, cert: str, facts: LiveFacts) -> tuple[Step,
 
 def plan_test(host: Host) -> Step:
     return Step(
-        name="test", argv=tuple(host.config_test), summary=f"config test: {_cmd(host.config_test)}"
+        name="test", argv=tuple(host.config_test), summary=_cmd(host.config_test)
     )
 
 
 def plan_reload(host: Host) -> Step:
-    return Step(name="reload", argv=tuple(host.reload), summary=f"reload: {_cmd(host.reload)}")
+    return Step(name="reload", argv=tuple(host.reload), summary=_cmd(host.reload))
 
 
 def plan_prove(host: Host, names: Sequence[str], sha256: str, what: str = "new") -> Step:
     snis = probe_snis(names)
     return Step(
         name="prove",
-        summary=f"prove: TLS to {host.probe} with SNI {', '.join(snis)} presents the {what} "
+        summary=f"TLS to {host.probe} with SNI {', '.join(snis)} presents the {what} "
         f"leaf sha256 {sha256[:16]}...",
         expect_sha256=sha256,
         snis=snis,

@@ -90,7 +90,7 @@ def plan_lines(plans: Sequence[HostPlan], canary: int) -> list[str]:
             lines.append(f"  cannot plan: {plan.error}")
         elif plan.unchanged:
             lines.append("  already serves this version: nothing to do")
-        lines += [f"  {number}. {step.summary}" for number, step in enumerate(plan.steps, 1)]
+        lines += [f"  {n}. {step.name}: {step.summary}" for n, step in enumerate(plan.steps, 1)]
     lines.append("dry run: nothing was changed")
     return lines
 
