@@ -80,12 +80,9 @@ class DeployState:
 
     def _read(self, cert: str) -> dict[str, HostDeploy]:
         path = self.path(cert)
-        try:
-            doc = json.loads(path.read_text())
-        except FileNotFoundError:
+        doc = fsutil.read_json(path, "deploy state")
+        if doc is None:
             return {}
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{path}: cannot read deploy state: {exc}") from exc
         try:
             return {
                 str(name): HostDeploy(

@@ -372,12 +372,9 @@ class PendingTxt:
                 for e in entries if e.get("run") != self.run]
 
     def _read(self) -> list[dict[str, str | None]]:
-        try:
-            doc = json.loads(self.path.read_text())
-        except FileNotFoundError:
+        doc = fsutil.read_json(self.path, "pending TXT values", DnsError)
+        if doc is None:
             return []
-        except (OSError, ValueError) as exc:
-            raise DnsError(f"{self.path}: cannot read pending TXT values: {exc}") from exc
         if not isinstance(doc, list) or not all(
             isinstance(e, dict) and {"challenge", "target", "zone", "value"} <= e.keys()
             for e in doc

@@ -8,9 +8,13 @@ crash. Files holding key material are created with their final mode by
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
+
+from certfan.errors import CertfanError, StoreError
 
 DIR_MODE = 0o700
 KEY_MODE = 0o600
@@ -43,33 +47,45 @@ def write_new(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
 def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Replace ``path`` with ``data`` atomically: temp name, fsync, rename, fsync dir."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+    tmp = _tmp_name(path)
     try:
         write_new(tmp, data, mode)
-        os.replace(tmp, path)
     except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    _rename_into_place(tmp, path)
 
 
 def atomic_symlink(target: str, link: Path) -> None:
     """Point ``link`` at ``target`` in one rename (never rm-then-ln)."""
     link = Path(link)
-    tmp = link.with_name(f".{link.name}.tmp-{secrets.token_hex(6)}")
+    tmp = _tmp_name(link)
     os.symlink(target, tmp)
+    _rename_into_place(tmp, link)
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+
+
+def _rename_into_place(tmp: Path, path: Path) -> None:
     try:
-        os.replace(tmp, link)
+        os.replace(tmp, path)
     except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(link.parent)
+    fsync_dir(path.parent)
+
+
+def read_json(path: Path, what: str, error: type[CertfanError] = StoreError) -> Any | None:
+    """The parsed JSON document at ``path``, None when there is none; any other
+    failure is ``error`` naming the file and ``what`` it holds."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: cannot read {what}: {exc}") from exc
 
 
 def ensure_dir(path: Path, mode: int = DIR_MODE) -> Path:

@@ -106,12 +106,9 @@ class Holds:
             self._write(doc)
 
     def _read(self) -> dict[str, dict[str, str]]:
-        try:
-            doc = json.loads(self.path.read_text())
-        except FileNotFoundError:
+        doc = fsutil.read_json(self.path, "holds")
+        if doc is None:
             return {}
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{self.path}: cannot read holds: {exc}") from exc
         if not isinstance(doc, dict):
             raise StoreError(f"{self.path}: invalid holds file")
         return {str(c): {str(h): str(v) for h, v in hosts.items()} for c, hosts in doc.items()}
@@ -311,12 +308,7 @@ def revoke(acme: AcmeClient, store: Store, release: Release, reason: str) -> Non
 def revoked_versions(store: Store, cert: str) -> dict[str, str]:
     """Versions certfan revoked: version -> reason (``<state>/certs/<cert>/revoked.json``)."""
     path = store.cert_dir(cert) / "revoked.json"
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path}: cannot read revocations: {exc}") from exc
+    doc = fsutil.read_json(path, "revocations") or {}
     return {str(v): str(entry.get("reason")) for v, entry in doc.items()}
 
 
