@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from certfan import __version__, defaults
 from certfan import config as config_mod
@@ -324,6 +325,21 @@ def _locked(command: str, func: Callable[[argparse.Namespace], int]
     return run
 
 
+def _print_rollout(args: argparse.Namespace, rollout: Any, code: int,
+                   after: Sequence[str], **extra: Any) -> int:
+    """A rollout report (table, or JSON with ``extra`` fields) then ``after``; returns ``code``."""
+    from certfan import render
+
+    if args.json:
+        doc = render.rollout_doc(rollout, code)
+        doc.update(extra)
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_lines(render.rollout_lines(rollout))
+        _print_lines(after)
+    return code
+
+
 def _print_lines(lines: Sequence[str]) -> None:
     for line in lines:
         print(line)
@@ -393,15 +409,10 @@ def cmd_reissue(args: argparse.Namespace) -> int:
     code = _push_exit(report.rollout)
     if code == EXIT_OK and not report.ok:
         code = EXIT_FAILED  # every host serves the new key, but the revocation failed
-    if args.json:
-        doc = render.rollout_doc(report.rollout, code)
-        doc.update(version=report.release.version, revoked=report.revoked,
-                   revoke_error=report.revoke_error)
-        print(json.dumps(doc, indent=2))
-    else:
-        _print_lines(render.rollout_lines(report.rollout))
-        _print_lines(render.reissue_lines(report))
-    return code
+    return _print_rollout(
+        args, report.rollout, code, render.reissue_lines(report),
+        version=report.release.version, revoked=report.revoked, revoke_error=report.revoke_error,
+    )
 
 
 def _add_reissue(sub: argparse._SubParsersAction) -> None:
@@ -484,15 +495,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     with lock.hold(cfg.state_dir, "rollback"):
         report = operations.rollback(cfg, Store(cfg.state_dir), args.cert, args.hosts or ())
     code = _push_exit(report.rollout)
-    if args.json:
-        doc = render.rollout_doc(report.rollout, code)
-        doc.update(version=report.release.version, current=report.activated,
-                   held=list(report.held))
-        print(json.dumps(doc, indent=2))
-    else:
-        _print_lines(render.rollout_lines(report.rollout))
-        _print_lines(render.rollback_lines(report))
-    return code
+    return _print_rollout(
+        args, report.rollout, code, render.rollback_lines(report),
+        version=report.release.version, current=report.activated, held=list(report.held),
+    )
 
 
 def _add_rollback(sub: argparse._SubParsersAction) -> None:
