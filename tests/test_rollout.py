@@ -32,32 +32,14 @@ from certfan import cli, config, hostrun, rollout
 from certfan.config import Endpoint, Host, RolloutPolicy
 from certfan.deploystate import DeployState, hosts_behind
 from certfan.errors import ProbeError, SshError
-from certfan.lab import LabError
+from certfan.lab import LabError, pki
 from certfan.ssh import Result
 from certfan.store import Release, Store
 
 # ---------------------------------------------------------------- releases
 
 
-def _ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rollout test CA")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-_CA = _ca()
+_CA = pki.new_ca("rollout test CA")
 
 
 def make_release(store: Store, names: Sequence[str] = ("media.lab.test", "*.lab.test")) -> Release:
