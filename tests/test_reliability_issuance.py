@@ -157,8 +157,19 @@ def test_acme_server_rate_limits(lab, make_case, tmp_path: Path) -> None:
                            retry_after=3600)
         _renew_fails(case, "rate limited", "too many new orders recently", "retry after 3600s")
         assert fault.hits == 1  # not hammered: one refused order, no retry in the run
+        # The next timer run, within the Retry-After: no order at all, nothing failed.
+        again = case.cli("renew", "--json")
+        assert again.code == 0, again
+        [status] = [s for s in again.json()["due"] if s["cert"] == "media"]
+        assert not status["due"] and "rate limited by the CA until" in status["reason"]
+        assert fault.hits == 1 and not again.json()["issued"]
+        # The hour passes (the back-off file says when it ends) and the CA is fine again.
+        backoff = case.state / "certs" / "media" / "backoff.json"
+        doc = json.loads(backoff.read_text())
+        backoff.write_text(json.dumps({**doc, "until": "2000-01-01T00:00:00+00:00"}))
         proxy.clear()
         _healed(case)
+        assert not backoff.exists()  # a successful order ends the back-off
     finally:
         proxy.close()
 

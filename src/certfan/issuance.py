@@ -20,13 +20,13 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from certfan import crypto, dns01, fsutil, renewal
 from certfan.acme import AcmeClient, Dns01Publisher
 from certfan.config import Certificate, Config
-from certfan.errors import AcmeError, CertfanError, Interrupted, StoreError
+from certfan.errors import AcmeError, CertfanError, Interrupted, RateLimitedError, StoreError
 from certfan.store import Release, Store
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT_ORDERS = 4
 CANCEL_GRACE = 60.0  # seconds to let workers clean DNS up after Ctrl-C
 RENEWAL_STATE = "renewal.json"
+BACKOFF = "backoff.json"  # a CA's rate limit: renew does not order again before "until"
+BACKOFF_DEFAULT = timedelta(hours=1)  # when the CA sent no Retry-After
+BACKOFF_MAX = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,38 @@ def _status(cert: Certificate, store: Store, now: datetime, acme: AcmeClient | N
         return Status(cert.name, renewal.by_ari(state, now), current)
     return Status(cert.name, renewal.by_lifetime(current.not_before, current.not_after, now),
                   current)
+
+
+def backed_off(status: Status, store: Store, now: datetime) -> Status:
+    """``status``, not due while the CA's Retry-After from an earlier rate limit runs."""
+    if not status.decision.due:
+        return status
+    doc = fsutil.read_json(store.cert_dir(status.cert) / BACKOFF, "rate-limit back-off")
+    try:
+        until = datetime.fromisoformat(doc["until"]) if doc else None
+    except (KeyError, TypeError, ValueError):
+        until = None  # unreadable: better to ask the CA again than to stop renewing
+    if until is None or now >= until:
+        return status
+    reason = f"{status.decision.reason}; rate limited by the CA until {until:%Y-%m-%d %H:%M}Z"
+    return Status(status.cert, renewal.Decision(False, until, reason), status.current)
+
+
+def note_rate_limits(store: Store, outcomes: Sequence[Outcome], now: datetime) -> None:
+    """Remember each rate limit's Retry-After so the next timer run does not hammer the CA."""
+    for outcome in outcomes:
+        if isinstance(outcome.error, RateLimitedError):
+            wait_for = (timedelta(seconds=outcome.error.retry_after)
+                        if outcome.error.retry_after else BACKOFF_DEFAULT)
+            until = now + min(max(wait_for, timedelta(0)), BACKOFF_MAX)
+            doc = {"until": until.isoformat(), "error": str(outcome.error)}
+            fsutil.ensure_dir(store.cert_dir(outcome.cert))
+            fsutil.atomic_write(store.cert_dir(outcome.cert) / BACKOFF,
+                                json.dumps(doc, indent=2).encode() + b"\n")
+            log.warning("%s: rate limited; renew will not order again before %s",
+                        outcome.cert, until.isoformat(), extra={"cert": outcome.cert})
+        elif outcome.ok:
+            (store.cert_dir(outcome.cert) / BACKOFF).unlink(missing_ok=True)
 
 
 def _ari_state(cert: Certificate, store: Store, current: Release, now: datetime,
