@@ -7,16 +7,15 @@ so the test checks certfan against an independent writer.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import socket
 import stat
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from dns_helpers import bind_keyfile, nsupdate, txt
 
 from certfan import config, dns01
 from certfan.config import DnsConfig, Endpoint
@@ -30,38 +29,6 @@ def _cfg(lab, tmp_path: Path, **dns: object) -> DnsConfig:
     return config.load(path).dns
 
 
-def _keyfile(lab, tmp_path: Path) -> Path:
-    """The lab key as a BIND key clause, for nsupdate (and the clause-format test)."""
-    secret = lab.tsig_secret_path.read_text().strip()
-    path = tmp_path / "lab.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(
-            f'key "{lab.tsig_key_name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{secret}";\n}};\n'
-        )
-    return path
-
-
-def nsupdate(lab, tmp_path: Path, action: str, name: str, value: str) -> None:
-    """Change a TXT value the way an unrelated tool would."""
-    key = tmp_path / "lab.key"
-    if not key.exists():
-        _keyfile(lab, tmp_path)
-    rr = f'{name}. 60 TXT "{value}"' if action == "add" else f'{name}. TXT "{value}"'
-    script = f"server 127.0.0.1 {lab.dns_port}\nupdate {action} {rr}\nsend\n"
-    done = subprocess.run(
-        ["nsupdate", "-k", str(key)],
-        input=script,
-        text=True,
-        capture_output=True,
-        timeout=20,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-
-
-def txt(lab, name: str) -> set[str]:
-    return set(lab.dns_query(name, "TXT"))
 
 
 @pytest.fixture
@@ -180,7 +147,7 @@ def test_unknown_tsig_key_name_says_badkey(lab, tmp_path: Path) -> None:
 
 
 def test_bind_key_clause_secret_and_mode_warning(lab, tmp_path: Path, caplog) -> None:
-    clause = _keyfile(lab, tmp_path)
+    clause = bind_keyfile(lab, tmp_path / "lab.key")
     secret = lab.tsig_secret_path.read_text().strip()
     assert dns01.read_tsig_secret(clause) == secret
     assert dns01.read_tsig_secret(lab.tsig_secret_path) == secret
@@ -215,7 +182,7 @@ sys.exit(subprocess.run(["nsupdate", "-k", {key!r}], input=script, text=True).re
 def _hook(lab, tmp_path: Path, mode: str = "ok") -> Path:
     key = tmp_path / "lab.key"
     if not key.exists():
-        _keyfile(lab, tmp_path)
+        bind_keyfile(lab, tmp_path / "lab.key")
     path = tmp_path / f"hook-{mode}"
     path.write_text(
         HOOK.format(

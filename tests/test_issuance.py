@@ -16,7 +16,6 @@ import signal
 import socket
 import ssl
 import stat
-import subprocess
 import threading
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from dns_helpers import nsupdate, txt
 
 from certfan import cli, config, crypto, dns01, issuance
 from certfan.acme import AcmeClient
@@ -39,31 +39,6 @@ CHALLENGE_NAMES = (
     "static.delegated.test",
     "chain.delegated.test",
 )
-
-
-def nsupdate(lab, tmp_path: Path, action: str, name: str, value: str) -> None:
-    """Change a TXT value the way an unrelated tool would (not through certfan)."""
-    key = tmp_path / "lab.key"
-    if not key.exists():
-        secret = lab.tsig_secret_path.read_text().strip()
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f'key "{lab.tsig_key_name}" {{ algorithm hmac-sha256; secret "{secret}"; }};\n')
-    rr = f'{name}. 60 TXT "{value}"' if action == "add" else f'{name}. TXT "{value}"'
-    script = f"server 127.0.0.1 {lab.dns_port}\nupdate {action} {rr}\nsend\n"
-    done = subprocess.run(
-        ["nsupdate", "-k", str(key)],
-        input=script,
-        text=True,
-        capture_output=True,
-        timeout=20,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-
-
-def txt(lab, name: str) -> set[str]:
-    return set(lab.dns_query(name, "TXT"))
 
 
 def _config(lab, tmp_path: Path, **overrides: object) -> Config:
