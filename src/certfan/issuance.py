@@ -4,7 +4,8 @@
                               -> store.save (on disk first) -> store.activate
     issue_many(...):          the same for several certificates at once,
                               bounded concurrency, one outcome per certificate
-    renewal_status(...):      a Decision per certificate (ARI, else lifetime)
+    renewal_status(...):      a Decision per certificate (ARI, else lifetime;
+                              not due while a rate limit's Retry-After runs)
 
 Collaborators (the ACME client, the DNS-01 publisher) are passed in so tests
 can hand in lab-bound or fault-injecting ones; by default they come from the
@@ -253,7 +254,8 @@ def renewal_status(
     except CertfanError as exc:
         log.warning("cannot ask the CA for renewal information (%s); using what we know", exc)
         ari, remembered = None, True
-    return [_status(cert, store, now, ari, remembered, rng) for cert in cfg.certificates.values()]
+    return [_backed_off(_status(cert, store, now, ari, remembered, rng), store, now)
+            for cert in cfg.certificates.values()]
 
 
 def due_certificates(
@@ -286,7 +288,7 @@ def _status(cert: Certificate, store: Store, now: datetime, acme: AcmeClient | N
                   current)
 
 
-def backed_off(status: Status, store: Store, now: datetime) -> Status:
+def _backed_off(status: Status, store: Store, now: datetime) -> Status:
     """``status``, not due while the CA's Retry-After from an earlier rate limit runs."""
     if not status.decision.due:
         return status

@@ -198,9 +198,7 @@ def _renew(cfg: Config, store: Store, tools: Tools, now: datetime | None,
     issuance.remove_dns_leftovers(cfg, tools.dns)
     issuance.adopt_unactivated(cfg, store, now)
     acme = tools.acme_for(cfg)
-    when = now or datetime.now(UTC)
-    statuses = tuple(issuance.backed_off(s, store, when)
-                     for s in issuance.renewal_status(cfg, store, now, acme=acme, rng=rng))
+    statuses = tuple(issuance.renewal_status(cfg, store, now, acme=acme, rng=rng))
     due = [s.cert for s in statuses if s.decision.due]
     for status in statuses:
         log.info("%s: %s: %s", status.cert, "due" if status.decision.due else "not due",
@@ -208,7 +206,7 @@ def _renew(cfg: Config, store: Store, tools: Tools, now: datetime | None,
     issued: tuple[issuance.Outcome, ...] = ()
     if due:
         issued = tuple(issuance.issue_many(cfg, store, due, acme=acme, dns=tools.dns))
-        issuance.note_rate_limits(store, issued, when)
+        issuance.note_rate_limits(store, issued, now or datetime.now(UTC))
         for outcome in issued:
             if outcome.ok:
                 Holds(cfg.state_dir).clear(outcome.cert)
@@ -227,8 +225,7 @@ def _renew(cfg: Config, store: Store, tools: Tools, now: datetime | None,
     # next run finds a fresh ARI state and need not.
     after = statuses
     if any(o.ok for o in issued):
-        after = tuple(issuance.backed_off(s, store, when)
-                      for s in issuance.renewal_status(cfg, store, now, acme=acme, rng=rng))
+        after = tuple(issuance.renewal_status(cfg, store, now, acme=acme, rng=rng))
     return RenewReport(
         statuses=statuses,
         issued=issued,
