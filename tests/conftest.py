@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+# Their asserts explain themselves too (the reliability suite's invariant checks).
+pytest.register_assert_rewrite("reliability_helpers", "ops_helpers")
+
 from certfan.lab import Lab, LabError, preflight
 
 
@@ -58,3 +61,11 @@ def lab() -> Iterator[Lab]:
 def lab_config(lab: Lab) -> Path:
     """The certfan config file the lab wrote for itself."""
     return lab.config_path
+
+
+@pytest.fixture
+def make_case(lab: Lab, tmp_path: Path) -> Iterator[Any]:
+    """A reliability case maker: ``make_case(**overrides)`` -> reliability_helpers.Case."""
+    from reliability_helpers import case_maker
+
+    yield from case_maker(lab, tmp_path)

@@ -16,13 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-pytest.register_assert_rewrite("reliability_helpers")
 from reliability_helpers import (
     AcmeProxy,
     Case,
     SlowDns,
-    case_maker,
     txt_snapshot,
     wait_exit,
 )
@@ -30,7 +27,6 @@ from reliability_helpers import (
 from certfan import dns01
 
 pytestmark = pytest.mark.lab
-_make_case = pytest.fixture(name="make_case")(case_maker)
 
 
 def _renew_fails(case: Case, *said: str) -> dict:

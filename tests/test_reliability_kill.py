@@ -24,12 +24,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-pytest.register_assert_rewrite("reliability_helpers")
 from reliability_helpers import (
     CERT,
     Case,
-    case_maker,
     hold_upload,
     kill,
     pebble_serials_since,
@@ -41,7 +38,6 @@ from certfan import dns01
 from certfan.deploystate import DeployState
 
 pytestmark = pytest.mark.lab
-_make_case = pytest.fixture(name="make_case")(case_maker)
 
 CANARY = "cdn-frankfurt-1"
 

@@ -13,12 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-pytest.register_assert_rewrite("reliability_helpers")
 from reliability_helpers import (
     Case,
     break_reload,
-    case_maker,
     cut_off,
     hold_upload,
     refuse_auth,
@@ -26,7 +23,6 @@ from reliability_helpers import (
 )
 
 pytestmark = pytest.mark.lab
-_make_case = pytest.fixture(name="make_case")(case_maker)
 
 
 def _outcomes(doc: dict) -> dict[str, dict]:
