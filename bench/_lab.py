@@ -30,7 +30,7 @@ from typing import Any, Self
 
 from certfan import config
 from certfan.config import Config
-from certfan.lab import Lab, preflight
+from certfan_lab import Lab, preflight
 
 DEFAULTS: dict[str, tuple[str, type]] = {
     "base_dir": ("CERTFAN_BENCH_LAB_DIR", str),

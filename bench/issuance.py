@@ -1,12 +1,12 @@
 """Issuance time against Pebble: per order, its DNS-01 phases, concurrent vs sequential.
 
-    sudo .venv/bin/python bench/issuance.py [-n 10] [--wild 3] [--lag 2]
+    sudo .venv/bin/python bench/order.py [-n 10] [--wild 3] [--lag 2]
 
 In one lab (Pebble with PEBBLE_VA_NOSLEEP, BIND9 taking RFC 2136 updates):
 
 1. N issuances of ``media`` (one name, one TXT value) and a few of ``wild``
    (apex + wildcard: two TXT values at the same name), each through the
-   public ``issuance.issue`` with a new ACME client, as one CLI run does:
+   public ``order.issue`` with a new ACME client, as one CLI run does:
    seconds per issuance and its phases -- publish (CNAME/zone lookups and the
    TSIG-signed updates), propagation proof (polling the zone's authoritative
    servers; rounds and seconds), ACME validation while the values are
@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 
 from _lab import Timer, banner, bench_lab, lab_config, percentile, quiet_logging, summary
 
-from certfan import dns01, issuance
 from certfan.config import Config, Endpoint
-from certfan.lab import Lab
-from certfan.store import Store
+from certfan.issue import dns01, order
+from certfan.state.store import Store
+from certfan_lab import Lab
 
 FIXED_SLEEPS = (10.0, 120.0)
 # certfan.acme polls an authorization or order at once, then after 0.1 s: a phase
@@ -158,7 +158,7 @@ def issue_series(cfg: Config, store: Store, cert: str, count: int, dns: TimedDns
     cpu = 0.0
     for _ in range(count):
         with Timer() as t:
-            issuance.issue(cfg, cert, store, dns=dns)
+            order.issue(cfg, cert, store, dns=dns)
         walls.append(t.seconds)
         cpu += t.cpu
         phases = dns.recorder.take()
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
               f"propagation_timeout {cfg.dns.propagation_timeout:g}s")
 
         with Timer() as t:
-            issuance.issue(cfg, "media", store, dns=dns)
+            order.issue(cfg, "media", store, dns=dns)
         recorder.take()
         print(f"   first issuance (creates the ACME account): {t.seconds:.3f}s")
 
@@ -270,11 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             with Timer() as t:
                 for name in certs:
-                    issuance.issue(cfg, name, store)
+                    order.issue(cfg, name, store)
             seq.append(t.seconds)
             seq_cpu += t.cpu
             with Timer() as t:
-                outcomes = issuance.issue_many(cfg, store, certs)
+                outcomes = order.issue_many(cfg, store, certs)
             con.append(t.seconds)
             con_cpu += t.cpu
             failed = [o for o in outcomes if not o.ok]

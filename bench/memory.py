@@ -65,8 +65,10 @@ def reset_peak_rss() -> None:
 
 
 def child(kind: str, config_path: str, concurrency: int, issues: int, trace: bool) -> dict:
-    from certfan import config, hostrun, issuance, rollout
-    from certfan.store import Store
+    from certfan import config
+    from certfan.deploy import fleet, hostrun
+    from certfan.issue import order
+    from certfan.state.store import Store
 
     cfg = config.load(config_path)
     store = Store(cfg.state_dir)
@@ -83,11 +85,11 @@ def child(kind: str, config_path: str, concurrency: int, issues: int, trace: boo
             raise SystemExit("bench: no release of media to push (the parent issues one)")
         hosts = [cfg.hosts[h] for h in cfg.certificates[CERT].hosts]
         policy = replace(cfg.rollout, concurrency=concurrency, canary=1)
-        report = rollout.push([(release, hosts)], policy)
+        report = fleet.push([(release, hosts)], policy)
         ok = report.ok and all(o.result == hostrun.DEPLOYED for o in report.outcomes)
     elif kind == "issue":
         for _ in range(issues):
-            issuance.issue(cfg, CERT, store)
+            order.issue(cfg, CERT, store)
     seconds = time.monotonic() - t0
     traced = tracemalloc.get_traced_memory()[1] / 2**20 if trace else None
     return {"imported_peak_mib": imported_peak, "before_mib": before, "peak_mib": peak_rss_mib(),
@@ -128,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from _lab import banner, bench_lab, lab_config, quiet_logging
 
-    from certfan import issuance, rollout
-    from certfan.store import Store
+    from certfan.deploy import fleet
+    from certfan.issue import order
+    from certfan.state.store import Store
 
     quiet_logging()
     with bench_lab(extra_nodes=args.extra_nodes) as lab:
@@ -138,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = lab_config(lab, "memory", certificates={"wild": None, "static": None})
         store = Store(cfg.state_dir)
         # The nodes start in certbot's layout: convert them once, outside the figures.
-        release = issuance.issue(cfg, CERT, store)
+        release = order.issue(cfg, CERT, store)
         hosts = [cfg.hosts[h] for h in cfg.certificates[CERT].hosts]
-        rollout.push([(release, hosts)], replace(cfg.rollout, concurrency=8))
+        fleet.push([(release, hosts)], replace(cfg.rollout, concurrency=8))
 
         rows = []
         base = run_child("baseline", cfg.path)
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         for concurrency in sorted({1, args.concurrency, n}):
             results = []
             for trace in (False, True):
-                issuance.issue(cfg, CERT, store)  # a fresh version for each push
+                order.issue(cfg, CERT, store)  # a fresh version for each push
                 results.append(run_child("push", cfg.path, concurrency=concurrency,
                                          trace=trace))
             rows.append((f"push {n} hosts, concurrency {concurrency}", results[0],

@@ -35,10 +35,12 @@ from dataclasses import replace
 
 from _lab import Timer, banner, bench_lab, lab_config, percentile, quiet_logging, summary
 
-from certfan import hostrun, issuance, operations, rollout
+from certfan.commands import operations
 from certfan.config import Config
-from certfan.deploystate import DeployState
-from certfan.store import Release, Store
+from certfan.deploy import fleet, hostrun
+from certfan.issue import order
+from certfan.state.deploy import DeployState
+from certfan.state.store import Release, Store
 
 CERT = "media"
 STEPS = ("connect", "inspect", "convert", "upload", "flip", "test", "reload", "prove")
@@ -75,11 +77,11 @@ def ideal_speedup(hosts: int, canary: int, concurrency: int) -> float:
 
 
 def push(cfg: Config, release: Release, concurrency: int, clock: StepClock | None = None
-         ) -> tuple[rollout.Report, Timer]:
+         ) -> tuple[fleet.Report, Timer]:
     hosts = [cfg.hosts[h] for h in cfg.certificates[CERT].hosts]
     policy = replace(cfg.rollout, concurrency=concurrency, canary=1)
     with Timer() as timer:
-        report = rollout.push([(release, hosts)], policy, on_event=clock,
+        report = fleet.push([(release, hosts)], policy, on_event=clock,
                               deploy_state=DeployState(cfg.state_dir))
     bad = [o for o in report.outcomes if not o.ok]
     if bad:
@@ -88,7 +90,7 @@ def push(cfg: Config, release: Release, concurrency: int, clock: StepClock | Non
     return report, timer
 
 
-def show_run(label: str, report: rollout.Report, timer: Timer, clock: StepClock | None) -> None:
+def show_run(label: str, report: fleet.Report, timer: Timer, clock: StepClock | None) -> None:
     per_host = [o.seconds for o in report.outcomes]
     results = ", ".join(f"{n} {r}" for r, n in sorted(_count(report).items()))
     print(f"   {label}: {timer.seconds:6.2f}s wall, {timer.cpu:5.2f}s CPU in certfan ({results})")
@@ -101,7 +103,7 @@ def show_run(label: str, report: rollout.Report, timer: Timer, clock: StepClock 
                       f"p95 {percentile(values, 95):.3f}s")
 
 
-def _count(report: rollout.Report) -> dict[str, int]:
+def _count(report: fleet.Report) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     for o in report.outcomes:
         counts[o.result] += 1
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                          rollout={"concurrency": max(args.concurrency)})
         store = Store(cfg.state_dir)
 
-        release = issuance.issue(cfg, CERT, store)
+        release = order.issue(cfg, CERT, store)
         report, timer = push(cfg, release, 8)
         show_run("first push, no added latency, certbot layout converted, concurrency 8",
                  report, timer, None)
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
         walls: dict[int, float] = {}
         for concurrency in args.concurrency:
-            release = issuance.issue(cfg, CERT, store)  # fresh version; not timed
+            release = order.issue(cfg, CERT, store)  # fresh version; not timed
             clock = StepClock()
             report, timer = push(cfg, release, concurrency, clock)
             walls[concurrency] = timer.seconds

@@ -12,7 +12,7 @@ latency (nodes on veth pairs on this machine):
    repeated on one session, with the socket as certfan leaves it and with
    TCP_NODELAY set on it;
 2. a push of a fresh release to the whole fleet at concurrency 1 and 8,
-   through ``rollout.push(connect=...)`` with the stock ``ssh.connect`` and
+   through ``fleet.push(connect=...)`` with the stock ``ssh.connect`` and
    with a connect that sets TCP_NODELAY on the session it returns.
 
 The what-if connect reaches into ``Session._client`` (the bench may; src may
@@ -31,9 +31,10 @@ from dataclasses import replace
 
 from _lab import Timer, banner, bench_lab, lab_config, percentile, quiet_logging
 
-from certfan import hostrun, issuance, rollout, ssh
 from certfan.config import Config, Host
-from certfan.store import Store
+from certfan.deploy import fleet, hostrun, ssh
+from certfan.issue import order
+from certfan.state.store import Store
 
 CERT = "media"
 
@@ -72,10 +73,10 @@ def per_command(host: Host, nodelay: bool, count: int) -> dict[str, list[float]]
 
 
 def push(cfg: Config, store: Store, concurrency: int, connect: hostrun.Connect) -> float:
-    release = issuance.issue(cfg, CERT, store)
+    release = order.issue(cfg, CERT, store)
     hosts = [cfg.hosts[h] for h in cfg.certificates[CERT].hosts]
     with Timer() as t:
-        report = rollout.push([(release, hosts)], replace(cfg.rollout, concurrency=concurrency),
+        report = fleet.push([(release, hosts)], replace(cfg.rollout, concurrency=concurrency),
                               connect=connect)
     if not report.ok:
         bad = next(o for o in report.outcomes if not o.ok)

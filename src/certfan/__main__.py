@@ -2,6 +2,6 @@ from __future__ import annotations
 
 import sys
 
-from certfan.cli import main
+from certfan.cli.app import main
 
 sys.exit(main())

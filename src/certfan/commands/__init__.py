@@ -1,0 +1,1 @@
+"""Commands: renew, push, reissue, rollback, import, status, prune. Each returns a report; the CLI renders it."""

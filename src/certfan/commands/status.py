@@ -1,0 +1,375 @@
+"""What each host has on disk and actually serves, judged like a monitoring plugin.
+
+Per host and certificate: the version its live pointer names (over SSH, one
+read-only ``inspect`` per certificate), the leaf it presents for each name (a
+TLS handshake to the host's own probe address), days until that leaf expires,
+and drift: anything other than the store's current version. Each pair gets a
+state (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN); the report's state is the
+worst, ordered CRITICAL > UNKNOWN > WARNING > OK: a host we cannot see may be
+serving an expired certificate, so not knowing weighs more than a known drift.
+A host that cannot be reached is UNKNOWN, never OK.
+
+:func:`collect` gathers facts (network), :func:`evaluate` judges them (pure),
+:func:`prometheus_text` renders a node_exporter textfile (pure).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from certfan import defaults
+from certfan.commands.operations import Holds, revoked_versions
+from certfan.config import Config, Host
+from certfan.deploy import fanout, probe, ssh
+from certfan.deploy import plan as remote
+from certfan.deploy.hostrun import Connect, Prober
+from certfan.errors import CertfanError, ConfigError, ProbeError
+from certfan.state import fsutil, history
+from certfan.state.deploy import DeployState
+from certfan.state.store import Release, Store
+
+log = logging.getLogger(__name__)
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+_SEVERITY = {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}
+DEFAULT_WARN_DAYS = defaults.STATUS_WARN_DAYS
+DEFAULT_CRIT_DAYS = defaults.STATUS_CRIT_DAYS
+DAY = 86400.0
+
+
+def worst(states: Sequence[int]) -> int:
+    return max(states, key=_SEVERITY.__getitem__, default=OK)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a host presented for one certificate name."""
+
+    name: str  # the certificate's DNS name
+    sni: str  # what was asked for (a concrete label for a wildcard)
+    sha256: str | None = None
+    not_after: datetime | None = None
+    serial: str | None = None
+    version: str | None = None  # the stored version with this leaf, if any
+    revoked: str | None = None  # the reason, when certfan revoked that version
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    host: str
+    cert: str
+    current: str | None  # the store's current version
+    current_sha256: str | None
+    on_disk: str | None = None  # what live/<cert> names ("certbot directory" for certbot's)
+    disk_error: str | None = None
+    served: tuple[Served, ...] = ()
+    held: str | None = None  # held on this version by a partial rollback
+    state: int = UNKNOWN
+    reasons: tuple[str, ...] = ()
+
+    def days_left(self, now: datetime) -> float | None:
+        left = [(s.not_after - now).total_seconds() / DAY for s in self.served if s.not_after]
+        return min(left) if left else None
+
+    @property
+    def drift(self) -> bool:
+        if self.current is None:
+            return False
+        disk = self.disk_error is None and self.on_disk != self.current
+        return disk or any(s.sha256 and s.sha256 != self.current_sha256 for s in self.served)
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: tuple[Check, ...]
+    now: datetime
+    warn_days: float
+    crit_days: float
+    current_expiry: dict[str, datetime] = field(default_factory=dict)  # per certificate
+    history: history.History = field(default_factory=history.History)
+
+    @property
+    def state(self) -> int:
+        if not self.checks:
+            return UNKNOWN  # nothing to look at is a misconfigured check, not a healthy one
+        return worst([c.state for c in self.checks])
+
+    def count(self, state: int) -> int:
+        return sum(1 for c in self.checks if c.state == state)
+
+
+# ---------------------------------------------------------------- judging (pure)
+
+
+def evaluate(check: Check, now: datetime, warn_days: float, crit_days: float) -> Check:
+    states: list[int] = []
+    reasons: list[str] = []
+
+    def say(state: int, text: str) -> None:
+        states.append(state)
+        reasons.append(text)
+
+    if check.disk_error:
+        say(UNKNOWN, f"cannot read the host: {check.disk_error}")
+    for s in check.served:
+        if s.error or s.not_after is None:
+            say(UNKNOWN, f"{s.name}: {s.error or 'no certificate seen'}")
+            continue
+        days = (s.not_after - now).total_seconds() / DAY
+        when = f"{s.not_after:%Y-%m-%d %H:%M}Z"
+        if days < 0:
+            say(CRITICAL, f"{s.name}: served certificate EXPIRED on {when}")
+        elif days < crit_days:
+            say(CRITICAL, f"{s.name}: served certificate expires in {days:.1f} days ({when})")
+        elif days < warn_days:
+            say(WARNING, f"{s.name}: served certificate expires in {days:.1f} days ({when})")
+        if s.revoked:
+            say(CRITICAL, f"{s.name}: serves {s.version}, which was revoked ({s.revoked})")
+        if check.current_sha256 and s.sha256 != check.current_sha256:
+            seen = s.version or f"an unknown certificate (sha256 {(s.sha256 or '')[:12]})"
+            say(WARNING, f"{s.name}: serves {seen}, not the current {check.current}")
+    if check.current is None:
+        say(WARNING, "no version in the store yet (certfan issue or certfan import)")
+    elif check.disk_error is None and check.on_disk != check.current:
+        say(WARNING, f"on disk: {check.on_disk or 'nothing'}, current: {check.current}")
+    if check.held and check.current and check.held != check.current:
+        reasons.append(f"held on {check.held} by a rollback")
+    return replace(check, state=worst(states), reasons=tuple(reasons))
+
+
+# ---------------------------------------------------------------- collecting
+
+
+def pairs(cfg: Config, certs: Sequence[str] = (), hosts: Sequence[str] = ()
+          ) -> list[tuple[Host, list[str]]]:
+    """The selected hosts (config order) with the selected certificates each receives."""
+    for name in certs:
+        cfg.certificate(name)
+    for name in hosts:
+        cfg.host(name)
+    chosen = []
+    for host in cfg.hosts.values():
+        if hosts and host.name not in hosts:
+            continue
+        mine = [c.name for c in cfg.certificates.values()
+                if host.name in c.hosts and (not certs or c.name in certs)]
+        if mine:
+            chosen.append((host, mine))
+    if not chosen:
+        raise ConfigError(str(cfg.path), "no host receives the selected certificate(s)",
+                          key="certificates.deploy_to")
+    return chosen
+
+
+def collect(cfg: Config, store: Store, *, certs: Sequence[str] = (), hosts: Sequence[str] = (),
+            connect: Connect = ssh.connect, prober: Prober = probe.served_leaf,
+            now: datetime | None = None, warn_days: float = DEFAULT_WARN_DAYS,
+            crit_days: float = DEFAULT_CRIT_DAYS) -> Report:
+    """Look at every selected host (concurrently) and judge what it has."""
+    now = now or datetime.now(UTC)
+    selected = pairs(cfg, certs, hosts)
+    names = sorted({c for _, mine in selected for c in mine})
+    known: Known = {c: {r.sha256: r.version for r in store.versions(c)} for c in names}
+    revoked = {c: revoked_versions(store, c) for c in names}
+    current: Current = {c: store.current(c) for c in names}
+    deploy = DeployState(cfg.state_dir)
+    holds: Held = {c: Holds(cfg.state_dir).active(c, deploy) for c in names}
+    policy = cfg.rollout
+    certs_of = {h.name: mine for h, mine in selected}
+
+    def job(host: Host) -> list[Check]:
+        found = _look(host, certs_of[host.name], cfg, current, known, holds, connect, prober)
+        return [replace(c, served=tuple(replace(s, revoked=revoked[c.cert].get(s.version or ""))
+                                        for s in c.served)) for c in found]
+
+    def names_of(cert: str) -> tuple[str, ...]:
+        release = current[cert]
+        return release.names if release else cfg.certificates[cert].domains
+
+    def budget(mine: list[str]) -> float:  # one connect, an inspect per cert, a probe per name
+        names = sum(len(names_of(c)) for c in mine)
+        return policy.connect_timeout * (1 + names) + policy.command_timeout * len(mine) + 1
+
+    deadline = max(budget(mine) for _, mine in selected)
+    done = fanout.each_host([h for h, _ in selected], job,
+                            concurrency=max(8, policy.concurrency), deadline=deadline)
+    checks: list[Check] = []
+    for host, mine in selected:
+        outcome = done[host.name]
+        if outcome.ok and outcome.value is not None:
+            found = outcome.value
+        else:
+            why = f"no answer within {deadline:g}s" if outcome.lost else repr(outcome.error)
+            found = [_blank(host, c, current, holds, disk_error=why) for c in mine]
+        checks += [evaluate(c, now, warn_days, crit_days) for c in found]
+    expiry = {c: r.not_after for c, r in current.items() if r is not None}
+    return Report(tuple(checks), now, warn_days, crit_days, expiry, history.load(cfg.state_dir))
+
+
+Current = dict[str, Release | None]  # certificate -> the store's current version
+Known = dict[str, dict[str, str]]  # certificate -> leaf sha256 -> stored version
+Held = dict[str, dict[str, str]]  # certificate -> host -> version held on
+
+
+def _blank(host: Host, cert: str, current: Current, holds: Held, *, on_disk: str | None = None,
+           disk_error: str | None = None, served: tuple[Served, ...] = ()) -> Check:
+    release = current[cert]
+    return Check(host.name, cert, release.version if release else None,
+                 release.sha256 if release else None, on_disk=on_disk, disk_error=disk_error,
+                 served=served, held=holds[cert].get(host.name))
+
+
+def _look(host: Host, certs: Sequence[str], cfg: Config, current: Current, known: Known,
+          holds: Held, connect: Connect, prober: Prober) -> list[Check]:
+    disks = _on_disk(host, certs, cfg, current, connect)
+    checks = []
+    for cert in certs:
+        release = current[cert]
+        names = release.names if release else cfg.certificates[cert].domains
+        served = tuple(_probe(host, name, known[cert], prober, cfg.rollout.connect_timeout)
+                       for name in dict.fromkeys(names))
+        on_disk, error = disks[cert]
+        checks.append(_blank(host, cert, current, holds, on_disk=on_disk, disk_error=error,
+                             served=served))
+    return checks
+
+
+def _on_disk(host: Host, certs: Sequence[str], cfg: Config, current: Current,
+             connect: Connect) -> dict[str, tuple[str | None, str | None]]:
+    """Per certificate: (what the live pointer names, or why it is not known)."""
+    found: dict[str, tuple[str | None, str | None]] = {}
+    try:
+        session = connect(host, timeout=cfg.rollout.connect_timeout)
+    except CertfanError as exc:
+        log.warning("%s", exc, extra={"host": host.name, "step": "connect"})  # names the host
+        return dict.fromkeys(certs, (None, str(exc)))
+    try:
+        for cert in certs:
+            release = current[cert]
+            step = remote.plan_inspect(host, cert, release.version if release else "-")
+            log.info("%s: %s: %s", host.name, step.name, step.summary,
+                     extra={"host": host.name, "cert": cert, "step": step.name})
+            try:
+                result = session.run(step.argv, timeout=cfg.rollout.command_timeout)
+            except CertfanError as exc:
+                found[cert] = (None, str(exc))
+                continue
+            if not result.ok:
+                found[cert] = (None, f"inspect: exit status {result.status}: {result.tail(3)}")
+                continue
+            found[cert] = (_pointer(remote.parse_inspect(result.stdout)), None)
+    finally:
+        session.close()
+    return found
+
+
+def _pointer(facts: remote.LiveFacts) -> str | None:
+    if facts.live == remote.LIVE_LINK:
+        return Path(facts.target or "").name or None
+    if facts.live == remote.LIVE_DIR:
+        return "certbot directory"
+    if facts.live == remote.LIVE_OTHER:
+        return "not a link or directory"
+    return None
+
+
+def _probe(host: Host, name: str, known: dict[str, str], prober: Prober,
+           timeout: float) -> Served:
+    sni = probe.sni_for(name)
+    try:
+        facts = probe.facts_of(prober(host.probe, sni, timeout))
+    except ProbeError as exc:
+        log.warning("%s: %s", host.name, exc, extra={"host": host.name, "step": "probe"})
+        return Served(name, sni, error=str(exc))
+    except ValueError as exc:
+        return Served(name, sni, error=f"unparsable certificate: {exc}")
+    log.info("%s: probe %s: sha256 %s..., expires %s", host.name, sni, facts.sha256[:16],
+             facts.not_after.isoformat(), extra={"host": host.name, "step": "probe"})
+    return Served(name, sni, facts.sha256, facts.not_after, facts.serial,
+                  known.get(facts.sha256))
+
+
+# ---------------------------------------------------------------- Prometheus
+
+
+def _labels(**labels: str) -> str:
+    def esc(value: str) -> str:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}"
+
+
+def _stamp(when: datetime | None) -> str | None:
+    return None if when is None else f"{when.timestamp():.3f}"
+
+
+_METRICS = (
+    ("certfan_served_cert_expiry_timestamp_seconds",
+     "Not-after of the certificate a host serves for a name (unix time)."),
+    ("certfan_served_cert_is_current",
+     "1 if the host serves the store's current version for the name, else 0."),
+    ("certfan_probe_success", "1 if the TLS handshake with the host for the name succeeded."),
+    ("certfan_deployed_is_current",
+     "1 if the host's live pointer names the current version, 0 if not; absent if unreadable."),
+    ("certfan_host_readable", "1 if certfan could read the host's certificate directory."),
+    ("certfan_status",
+     "Monitoring state per host and certificate: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."),
+    ("certfan_current_cert_expiry_timestamp_seconds",
+     "Not-after of the store's current version of a certificate (unix time)."),
+    ("certfan_last_renew_success_timestamp_seconds",
+     "When certfan renew last finished without a failure (unix time)."),
+    ("certfan_last_rollout_success_timestamp_seconds",
+     "When a rollout last left every host of the certificate on its current version."),
+    ("certfan_status_timestamp_seconds", "When this file was written (unix time)."),
+)
+
+
+def prometheus_text(report: Report) -> str:
+    """The report in the Prometheus text exposition format (for node_exporter's textfile)."""
+    samples: dict[str, list[str]] = {name: [] for name, _ in _METRICS}
+
+    def add(metric: str, labels: dict[str, str], value: str | None) -> None:
+        if value is not None:
+            samples[metric].append(f"{metric}{_labels(**labels) if labels else ''} {value}")
+
+    for c in report.checks:
+        for s in c.served:
+            where = {"host": c.host, "cert": c.cert, "name": s.name}
+            add("certfan_probe_success", where, "0" if s.error else "1")
+            if s.error is None:
+                add("certfan_served_cert_expiry_timestamp_seconds", where, _stamp(s.not_after))
+                if c.current_sha256 is not None:
+                    add("certfan_served_cert_is_current", where,
+                        "1" if s.sha256 == c.current_sha256 else "0")
+        pair = {"host": c.host, "cert": c.cert}
+        add("certfan_host_readable", pair, "0" if c.disk_error else "1")
+        if c.disk_error is None and c.current is not None:
+            add("certfan_deployed_is_current", pair, "1" if c.on_disk == c.current else "0")
+        add("certfan_status", pair, str(c.state))
+    for cert, when in sorted(report.current_expiry.items()):
+        add("certfan_current_cert_expiry_timestamp_seconds", {"cert": cert}, _stamp(when))
+    add("certfan_last_renew_success_timestamp_seconds", {},
+        _stamp(report.history.renew_last_success) or "0")
+    for cert, when in sorted(report.history.rollout_last_success.items()):
+        add("certfan_last_rollout_success_timestamp_seconds", {"cert": cert}, _stamp(when))
+    add("certfan_status_timestamp_seconds", {}, _stamp(report.now))
+    lines = []
+    for name, help_text in _METRICS:
+        if samples[name]:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples[name]]
+    return "\n".join(lines) + "\n"
+
+
+def write_prometheus(path: Path, report: Report) -> None:
+    """Replace ``path`` atomically (node_exporter must never read half a file)."""
+    try:
+        fsutil.atomic_write(Path(path), prometheus_text(report).encode(), 0o644)
+    except OSError as exc:
+        raise CertfanError(f"{path}: cannot write the Prometheus textfile: "
+                           f"{exc.strerror or exc}") from exc

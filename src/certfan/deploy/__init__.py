@@ -1,0 +1,1 @@
+"""Deploy: plan the remote steps (pure), run them on one host, roll a release out over the fleet, prove it by TLS handshake."""

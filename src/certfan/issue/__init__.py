@@ -1,0 +1,1 @@
+"""Issue: is a certificate due, keys and CSRs, the ACME order, DNS-01 answered."""
