@@ -3,19 +3,28 @@
     CertfanError                 base; str(err) is the one line a user sees
     ├── ConfigError              file, key path, line -> exit 2
     ├── StoreError               local versioned store / deploy state
-    ├── LockError                another run holds the lock
+    ├── LockError                another run holds the lock -> exit 75
+    ├── CryptoError              a key, CSR or certificate cannot be made, parsed or trusted
     ├── AcmeError                the CA refused or failed (domain, CA detail)
     │   └── RateLimitedError     carries retry_after seconds
     ├── DnsError                 RFC 2136 update / propagation (zone, server, rcode)
-    ├── Interrupted              a worker stopped because the run was interrupted
+    ├── Interrupted              a worker stopped because the run was interrupted -> exit 130
     ├── SshError                 connect, auth, host key, command (host, step)
     │   ├── HostKeyError         host key unknown or changed: never trusted
     │   └── SshTimeoutError      connect or command past its deadline
-    ├── ProbeError               TLS handshake with a host's probe address failed
-    └── RolloutError             a host failed a step (host, step, output tail)
+    └── ProbeError               TLS handshake with a host's probe address failed
 
-Library exceptions (paramiko, dnspython, acme) are translated into these in the
-one module that imports the library, with ``raise ... from exc``.
+Internal, caught in the module that raises them and never shown as such:
+
+    StepFailed(Exception)        deploy/hostrun.py: a host failed a step (host, step, output
+                                 tail); becomes that host's outcome in the rollout report
+    PlanError(ValueError)        deploy/plan.py: the host is in a state no plan starts from;
+                                 hostrun turns it into a failed step
+    _UnknownHostKey              deploy/ssh.py: paramiko's RejectPolicy, told apart from other
+        (paramiko.SSHException)  SSH errors; becomes HostKeyError
+
+Library exceptions (paramiko, dnspython, acme, cryptography) are translated into
+these in the one module that imports the library, with ``raise ... from exc``.
 """
 
 from __future__ import annotations
@@ -53,6 +62,10 @@ class LockError(CertfanError):
     """Another certfan run holds the lock."""
 
     exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class CryptoError(CertfanError):
+    """A key, CSR or certificate could not be made, parsed, or is not trustworthy."""
 
 
 class AcmeError(CertfanError):
@@ -99,13 +112,3 @@ class ProbeError(CertfanError):
         self.endpoint = endpoint
         self.sni = sni
         super().__init__(f"{endpoint} (SNI {sni}): {message}")
-
-
-class RolloutError(CertfanError):
-    """A host failed a rollout step."""
-
-    def __init__(self, host: str, step: str, message: str, output: str = ""):
-        self.host = host
-        self.step = step
-        self.output = output
-        super().__init__(f"{host}: {step}: {message}")

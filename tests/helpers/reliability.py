@@ -714,35 +714,7 @@ class AcmeProxy:
 
 # ---------------------------------------------------------------- certfan in a child process
 
-# The child runs certfan's own main(). A handler on the "certfan" logger acts
-# at the first record whose message matches: it runs in the thread that logs,
-# before the step the line announces, so the kill or pause lands exactly there.
-_CHILD = r"""
-import logging, os, re, signal, sys, time
-pattern, action = re.compile(sys.argv[1]), sys.argv[2]
-
-class At(logging.Handler):
-    fired = False
-
-    def emit(self, record):
-        if self.fired or not pattern.search(record.getMessage()):
-            return
-        self.fired = True
-        sys.stderr.write(f"certfan-test: {action} at: {record.getMessage()}\n")
-        sys.stderr.flush()
-        if action == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        if action.startswith("pause:"):
-            folder = action.split(":", 1)[1]
-            open(os.path.join(folder, "reached"), "w").close()
-            deadline = time.monotonic() + 60
-            while not os.path.exists(os.path.join(folder, "go")) and time.monotonic() < deadline:
-                time.sleep(0.01)
-
-logging.getLogger("certfan").addHandler(At(logging.INFO))
-from certfan.cli import app as cli
-sys.exit(cli.main(sys.argv[3:]))
-"""
+KILLCHILD = Path(__file__).resolve().with_name("killchild.py")  # run by path
 
 
 def certfan_process(config_path: Path, *args: str, at: str = r"(?!)", action: str = "none",
@@ -751,7 +723,7 @@ def certfan_process(config_path: Path, *args: str, at: str = r"(?!)", action: st
     it does ``action``: ``kill`` (SIGKILL itself), ``pause:<dir>`` (touch <dir>/reached,
     wait for <dir>/go) or nothing."""
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    argv = [sys.executable, "-c", _CHILD, at, action, "-v", "-c", str(config_path), *args]
+    argv = [sys.executable, str(KILLCHILD), at, action, "-v", "-c", str(config_path), *args]
     if log is None:
         return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, stdin=subprocess.DEVNULL)

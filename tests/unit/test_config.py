@@ -236,7 +236,8 @@ CASES = [
     (
         '["media.hachyderm.io"]',
         '"media.hachyderm.io"',
-        "c.toml:18: certificates[0].domains: expected an array, got a string ('media.hachyderm.io')",
+        "c.toml:18: certificates[0].domains: expected an array, got a string "
+        "('media.hachyderm.io')",
     ),
     (
         '["sally", "esme"]',
@@ -246,7 +247,8 @@ CASES = [
     (
         "[dns]",
         "[rollout]\nrollback_on_halt = 1\n[dns]",
-        "c.toml:5: rollout.rollback_on_halt: expected a boolean (true or false), got an integer (1)",
+        "c.toml:5: rollout.rollback_on_halt: expected a boolean (true or false), got an integer "
+        "(1)",
     ),
     (
         "[dns]",
@@ -327,7 +329,8 @@ CASES = [
     (
         "[dns]",
         "[dns]\npropagation_timeout = 1e9",
-        "c.toml:5: dns.propagation_timeout: must be greater than 0 and at most 86400, got 1000000000.0",
+        "c.toml:5: dns.propagation_timeout: must be greater than 0 and at most 86400, got "
+        "1000000000.0",
     ),
     (
         "[dns]",
@@ -416,7 +419,8 @@ XREF_CASES = [
     (
         '["sally", "esme"]',
         '["sally", "esmee"]',
-        "c.toml:19: certificates[0].deploy_to[1]: unknown host or group 'esmee' (did you mean 'esme'?)",
+        "c.toml:19: certificates[0].deploy_to[1]: unknown host or group 'esmee' (did you mean "
+        "'esme'?)",
     ),
     (
         '["sally", "esme"]',
@@ -446,7 +450,8 @@ XREF_CASES = [
     (
         'deploy_to = ["sally", "esme"]',
         'deploy_to = ["esme"]\n\n[[certificates]]\nname = "media"\ndomains = ["b.example"]',
-        "c.toml:22: certificates[1].name: duplicate certificate name 'media' (first used by certificates[0])",
+        "c.toml:22: certificates[1].name: duplicate certificate name 'media' (first used by "
+        "certificates[0])",
     ),
     (
         '["media.hachyderm.io"]',
@@ -536,7 +541,8 @@ NAME_RULE = (
             'name = "sally"',
             'name = "sally"\nuser = "root; id"',
             (
-                "c.toml:10: hosts[0].user: invalid user name 'root; id': use 1-32 lower-case letters, "
+                "c.toml:10: hosts[0].user: invalid user name 'root; id': use 1-32 lower-case "
+                "letters, "
                 "digits, '_' or '-', starting with a letter or '_'"
             ),
         ),
@@ -652,7 +658,8 @@ def test_good_commands(conf, command: str, argv: tuple[str, ...]) -> None:
     [
         (
             "http://acme.example/directory",
-            "must be an https:// URL (http:// only for localhost), got 'http://acme.example/directory'",
+            "must be an https:// URL (http:// only for localhost), got "
+            "'http://acme.example/directory'",
         ),
         (
             "ftp://acme.example/dir",
@@ -697,7 +704,8 @@ def test_bad_email(error, email: str) -> None:
         ("a." * 130 + "io", "not a valid DNS name: '" + "a." * 28 + "..."),  # cut at 60
         (
             "media.*.hachyderm.io",
-            "a wildcard must be the whole leftmost label ('*.example.org'), got 'media.*.hachyderm.io'",
+            "a wildcard must be the whole leftmost label ('*.example.org'), got "
+            "'media.*.hachyderm.io'",
         ),
         (
             "m*.hachyderm.io",
@@ -735,7 +743,8 @@ def test_domains_must_not_be_empty(error) -> None:
 def test_dns_endpoints(conf) -> None:
     text = edit(
         "[dns]",
-        '[dns]\nns_port = 5353\nnameservers = ["192.0.2.53", "192.0.2.54:53", "2001:db8::1", "[2001:db8::2]:54"]\n'
+        '[dns]\nns_port = 5353\nnameservers = ["192.0.2.53", "192.0.2.54:53", "2001:db8::1", '
+        '"[2001:db8::2]:54"]\n'
         'resolvers = ["127.0.0.1", "[::1]:5300"]',
     )
     dns = conf(text).dns
@@ -818,7 +827,8 @@ def test_relative_paths_are_resolved_against_the_config_directory(
         ('""', "must not be empty"),
         (
             '"~/tsig.secret"',
-            "'~' is not expanded; write an absolute path or one relative to the config file: '~/tsig.secret'",
+            "'~' is not expanded; write an absolute path or one relative to the config file: "
+            "'~/tsig.secret'",
         ),
     ],
 )

@@ -14,6 +14,7 @@ from certfan.config import lines
 from helpers.tomlgen import (
     BASE,
     EXAMPLE,
+    GENERATED_SETTINGS,
     HOSTILE_STRINGS,
     SETTINGS,
     check_loads_or_config_error,
@@ -25,7 +26,7 @@ from helpers.tomlgen import (
 )
 
 
-@SETTINGS
+@GENERATED_SETTINGS
 @given(doc=tables(2), fancy=st.booleans(), crlf=st.booleans())
 def test_arbitrary_documents(tmp_path: Path, doc: dict[str, Any], fancy: bool, crlf: bool) -> None:
     text, where = dump(doc, fancy)

@@ -27,6 +27,7 @@ from certfan.config import AcmeConfig, Certificate, Config, DnsConfig, Endpoint,
 from certfan.errors import DnsError
 from certfan.issue import dns01, order
 from certfan.state.store import Release, Store
+from helpers.hostile import HOSTILE
 from helpers.ops import cert_files
 
 
@@ -203,7 +204,5 @@ def test_the_reliability_doc_names_every_lab_case_and_no_other() -> None:
 
 
 def test_the_reliability_doc_counts_the_bad_input_cases() -> None:
-    from test_reliability_config import HOSTILE
-
     doc = (ROOT / "docs" / "reliability.md").read_text()
     assert f"{len(HOSTILE)} hostile values" in doc

@@ -16,7 +16,6 @@ directories, and re-checks on the host that none of them is live.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +28,12 @@ from certfan.deploy.hostrun import Connect, Session
 from certfan.deploy.plan import Step
 from certfan.errors import CertfanError, StoreError
 from certfan.state.deploy import DeployState
-from certfan.state.store import Store
+from certfan.state.store import VERSION_RE, Store
 
 log = logging.getLogger(__name__)
 
 DEFAULT_KEEP = defaults.PRUNE_KEEP
-_VERSION = re.compile(r"^(\d{4,})-[0-9a-f]{12}$")
+_VERSION = VERSION_RE
 
 
 @dataclass(frozen=True)

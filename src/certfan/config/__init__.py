@@ -129,16 +129,8 @@ def load(path: str | os.PathLike[str]) -> Config:
     hosts = _hosts(ctx, doc.get("hosts", []))
     groups = _groups(ctx, doc.get("groups", {}), hosts)
     certificates = _certificates(ctx, doc.get("certificates", []), hosts, groups)
-    return Config(
-        path=Path(file),
-        state_dir=state_dir,
-        acme=acme,
-        dns=dns,
-        rollout=rollout,
-        hosts=hosts,
-        groups=groups,
-        certificates=certificates,
-    )
+    # positional, in field order: each local is named after its field
+    return Config(Path(file), state_dir, acme, dns, rollout, hosts, groups, certificates)
 
 
 # -- reading and parsing -------------------------------------------------------
@@ -287,6 +279,18 @@ def _array_of_tables(ctx: check.Ctx, name: str, value: object) -> list[dict[str,
     return value
 
 
+def _refuse_duplicate(
+    ctx: check.Ctx, table: str, i: int, name: str, index: dict[str, int]
+) -> None:
+    """``<table>[i].name`` must be unique; ``index`` records where each name was first used."""
+    if name in index:
+        raise ctx.error(
+            (table, i, "name"),
+            f"duplicate {table[:-1]} name {name!r} (first used by {table}[{index[name]}])",
+        )
+    index[name] = i
+
+
 def _hosts(ctx: check.Ctx, value: object) -> dict[str, Host]:
     hosts: dict[str, Host] = {}
     index: dict[str, int] = {}
@@ -294,12 +298,8 @@ def _hosts(ctx: check.Ctx, value: object) -> dict[str, Host]:
         table = check.Table(ctx, ("hosts", i), raw, _HOST)
         table.require("name", "address")
         host = Host(**table.values())
-        if host.name in hosts:
-            raise ctx.error(
-                ("hosts", i, "name"),
-                f"duplicate host name {host.name!r} (first used by hosts[{index[host.name]}])",
-            )
-        hosts[host.name], index[host.name] = host, i
+        _refuse_duplicate(ctx, "hosts", i, host.name, index)
+        hosts[host.name] = host
     return hosts
 
 
@@ -337,15 +337,12 @@ def _certificates(
             elif target in groups:
                 resolved.update(dict.fromkeys(groups[target]))
             else:
+                hint = check.suggest(target, [*hosts, *groups])
                 raise ctx.error(
                     ("certificates", i, "deploy_to", k),
-                    f"unknown host or group {check.show(target)}{check.suggest(target, [*hosts, *groups])}",
+                    f"unknown host or group {check.show(target)}{hint}",
                 )
         cert = Certificate(**values, hosts=tuple(resolved))
-        if cert.name in certificates:
-            raise ctx.error(
-                ("certificates", i, "name"),
-                f"duplicate certificate name {cert.name!r} (first used by certificates[{index[cert.name]}])",
-            )
-        certificates[cert.name], index[cert.name] = cert, i
+        _refuse_duplicate(ctx, "certificates", i, cert.name, index)
+        certificates[cert.name] = cert
     return certificates

@@ -360,7 +360,8 @@ def local_path(ctx: Ctx, key: KeyPath, value: object) -> Path:
     if s.startswith("~"):
         raise ctx.error(
             key,
-            f"'~' is not expanded; write an absolute path or one relative to the config file: {show(s)}",
+            "'~' is not expanded; write an absolute path or one relative to the config file: "
+            f"{show(s)}",
         )
     path = Path(s)
     if ".." in path.parts:

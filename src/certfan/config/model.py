@@ -93,12 +93,6 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class ExternalAccountBinding:
-    kid: str
-    hmac_key_file: Path
-
-
-@dataclass(frozen=True)
 class AcmeConfig:
     directory: str
     email: str | None = None
@@ -189,3 +183,11 @@ class Config:
             raise ConfigError(
                 str(self.path), f"unknown certificate {name!r}", key="certificates"
             ) from None
+
+
+@dataclass(frozen=True)
+class ExternalAccountBinding:
+    """RFC 8555 section 7.3.4: the CA's key id and the file holding its base64url MAC key."""
+
+    kid: str
+    hmac_key_file: Path

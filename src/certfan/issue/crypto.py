@@ -10,26 +10,21 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from certfan.errors import CertfanError
-
-KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
+from certfan.config.model import KEY_TYPES
+from certfan.errors import CryptoError
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 _PEM_CERT = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
 )
-
-
-class CryptoError(CertfanError):
-    """A key, CSR or certificate could not be made or parsed."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +177,3 @@ def _serial_der_bytes(serial: int) -> bytes:
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

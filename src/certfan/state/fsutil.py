@@ -8,6 +8,7 @@ crash. Files holding key material are created with their final mode by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -97,10 +98,8 @@ def ensure_dir(path: Path, mode: int = DIR_MODE) -> Path:
         missing.append(probe)
         probe = probe.parent
     for directory in reversed(missing):
-        try:
+        with contextlib.suppress(FileExistsError):  # a concurrent run made it
             directory.mkdir(mode=mode)
-        except FileExistsError:
-            pass  # a concurrent run made it
         os.chmod(directory, mode)  # mkdir's mode is filtered by the umask
     if (path.stat().st_mode & 0o777) != mode:
         os.chmod(path, mode)

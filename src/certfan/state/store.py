@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 FILES = ("privkey.pem", "cert.pem", "chain.pem", "fullchain.pem")
 META = "meta.json"
 _CERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_VERSION = re.compile(r"^(\d{4,})-([0-9a-f]{12})$")
+VERSION_RE = re.compile(r"^(\d{4,})-([0-9a-f]{12})$")  # f"{n:04d}-{sha256[:12]}"
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,6 @@ class Release:
     @property
     def number(self) -> int:
         return int(self.version.split("-", 1)[0])
-
-    @property
-    def lifetime_seconds(self) -> float:
-        return (self.not_after - self.not_before).total_seconds()
 
 
 class Store:
@@ -218,7 +214,7 @@ class Store:
         except OSError as exc:
             raise StoreError(f"{link}: cannot read current pointer: {exc}") from exc
         version = Path(target).name
-        if not _VERSION.match(version):
+        if not VERSION_RE.match(version):
             raise StoreError(f"{link}: points at {target!r}, not a version")
         return self.get(cert, version)
 
@@ -254,7 +250,7 @@ class Store:
         return older[-1] if older else None
 
     def get(self, cert: str, version: str) -> Release:
-        if not _VERSION.match(version):
+        if not VERSION_RE.match(version):
             raise StoreError(f"{self._versions_dir(cert)}: invalid version {version!r}")
         path = self._versions_dir(cert) / version
         meta_path = path / META
@@ -273,7 +269,7 @@ class Store:
         """Complete versions, oldest first; half-written ones are never listed."""
         directory = self._versions_dir(cert)
         try:
-            names = [n for n in os.listdir(directory) if _VERSION.match(n)]
+            names = [n for n in os.listdir(directory) if VERSION_RE.match(n)]
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -284,16 +280,19 @@ class Store:
     def read_meta(self, release: Release) -> dict[str, Any]:
         """The raw meta.json of a version (extra facts such as the key fingerprint)."""
         try:
-            return json.loads(release.file(META).read_text())
+            doc = json.loads(release.file(META).read_text())
         except (OSError, ValueError) as exc:
             raise StoreError(f"{release.file(META)}: cannot read metadata: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise StoreError(f"{release.file(META)}: invalid metadata: not an object")
+        return doc
 
     def _last_number(self, cert: str) -> int:
         try:
             names = os.listdir(self._versions_dir(cert))
         except FileNotFoundError:
             return 0
-        numbers = [int(m.group(1)) for n in names if (m := _VERSION.match(n))]
+        numbers = [int(m.group(1)) for n in names if (m := VERSION_RE.match(n))]
         return max(numbers, default=0)
 
     def _check_complete(self, release: Release) -> None:
