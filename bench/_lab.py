@@ -30,7 +30,7 @@ from typing import Any, Self
 
 from certfan import config
 from certfan.config import Config
-from certfan_lab import Lab, preflight
+from certfan_lab import Lab, preflight, slots
 
 DEFAULTS: dict[str, tuple[str, type]] = {
     "base_dir": ("CERTFAN_BENCH_LAB_DIR", str),
@@ -41,15 +41,7 @@ DEFAULTS: dict[str, tuple[str, type]] = {
     "mgmt_port": ("CERTFAN_BENCH_MGMT_PORT", int),
     "user": ("CERTFAN_BENCH_USER", str),
 }
-SLOT_7: dict[str, Any] = {
-    "base_dir": "/tmp/certfan-lab-7",
-    "prefix": "cf7",
-    "subnet": 117,
-    "dns_port": 10753,
-    "acme_port": 14700,
-    "mgmt_port": 15700,
-    "user": "certfan-lab7",
-}
+SLOT_7: dict[str, Any] = slots.lab_args(slots.BENCH_SLOT)  # certfan_lab/slots.py
 
 
 def lab_args() -> dict[str, Any]:

@@ -15,6 +15,7 @@ import hashlib
 import subprocess
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 
@@ -43,9 +44,8 @@ def _show_fleet(lab: Lab, sni: str, expect_sha: str | None) -> bool:
         else:
             verdict = "  NOT the new certificate"
             ok = False
-        print(
-            f"  {node.name:<16} {node.address:<12} sha256 {sha[:16]}  expires in {days:6.1f} days{verdict}"
-        )
+        print(f"  {node.name:<16} {node.address:<12} sha256 {sha[:16]}  "
+              f"expires in {days:6.1f} days{verdict}")
     return ok
 
 
@@ -55,8 +55,8 @@ def _certfan(lab: Lab, *args: str) -> int:
     return subprocess.run(argv, check=False).returncode
 
 
-def run(keep: bool = False) -> int:
-    with Lab() as lab:
+def run(keep: bool = False, lab_args: dict[str, Any] | None = None) -> int:
+    with Lab(**(lab_args or {})) as lab:
         sni = "media.lab.test"
         print(f"lab up in {lab.start_seconds:.2f}s; config {lab.config_path}")
         print(f"\nBefore: every node serves the seeded certificate, about to expire ({sni}):")

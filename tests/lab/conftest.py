@@ -7,34 +7,23 @@ missing the tests that use it fail, loudly, rather than skip.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from certfan_lab import Lab, LabError, preflight
+from certfan_lab import Lab, LabError, preflight, slots
 
 
 def _slot_args() -> dict[str, Any]:
     """CERTFAN_LAB_SLOT=N (1-9) runs a lab beside the default one: its own dir,
-    namespaces, subnet, ports and login user, so parallel test sessions don't collide."""
-    slot = os.environ.get("CERTFAN_LAB_SLOT", "")
-    if not slot or slot == "0":
-        return {}
-    if not slot.isdigit() or not 1 <= int(slot) <= 9:
-        pytest.fail(f"CERTFAN_LAB_SLOT must be 0-9, got {slot!r}", pytrace=False)
-    n = int(slot)
-    return {
-        "base_dir": f"/tmp/certfan-lab-{n}",
-        "prefix": f"cf{n}",
-        "subnet": 110 + n,
-        "dns_port": 10053 + 100 * n,
-        "acme_port": 14000 + 100 * n,
-        "mgmt_port": 15000 + 100 * n,
-        "user": f"certfan-lab{n}",
-    }
+    namespaces, subnet, ports and login user (certfan_lab/slots.py), so parallel
+    test sessions don't collide."""
+    try:
+        return slots.lab_args(slots.from_env())
+    except slots.SlotError as exc:
+        pytest.fail(f"{slots.SLOT_ENV}: {exc}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
