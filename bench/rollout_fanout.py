@@ -35,7 +35,7 @@ from dataclasses import replace
 
 from _lab import Timer, banner, bench_lab, lab_config, percentile, quiet_logging, summary
 
-from certfan.commands import operations
+from certfan.commands.renew import renew
 from certfan.config import Config
 from certfan.deploy import fleet, hostrun
 from certfan.issue import order
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         show_run(f"re-push, nothing to do, concurrency {max(args.concurrency)}",
                  report, timer, None)
         with Timer() as t:
-            renewed = operations.renew(cfg, store)
+            renewed = renew(cfg, store)
         did = "nothing" if renewed.rollout is None and not renewed.issued else "SOMETHING"
         print(f"   renew with nothing due: {t.seconds:.3f}s wall, {t.cpu:.3f}s CPU "
               f"(did {did}; no SSH)")

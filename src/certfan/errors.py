@@ -2,6 +2,7 @@
 
     CertfanError                 base; str(err) is the one line a user sees
     ├── ConfigError              file, key path, line -> exit 2
+    ├── UsageError               a command-line value (cli/options.py) -> exit 2
     ├── StoreError               local versioned store / deploy state
     ├── LockError                another run holds the lock -> exit 75
     ├── CryptoError              a key, CSR or certificate cannot be made, parsed or trusted

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from certfan.cli import render
-from certfan.commands import operations, prune
+from certfan.commands import prune, reissue
+from certfan.commands import renew as renew_mod
+from certfan.commands.tools import Tools
 from certfan.config import AcmeConfig, Certificate, Config, DnsConfig, Host, RolloutPolicy
 from certfan.deploy import hostrun
 from certfan.issue.acme import AcmeClient
@@ -163,7 +165,7 @@ def test_a_node_cut_off_during_renew_is_reported_and_caught_up_without_reissuing
             cut.append(lab.faults.cut("esme"))
 
     try:
-        report = operations.renew(ops.cfg, ops.store, operations.Tools(on_event=on_event))
+        report = renew_mod.renew(ops.cfg, ops.store, Tools(on_event=on_event))
     finally:
         for fault in cut:
             fault.heal()
@@ -256,7 +258,7 @@ def test_reissue_without_canary_and_usage_errors(lab, ops, capsys):  # type: ign
     ops.import_cert(days_left=60)  # from another CA: nothing Pebble could revoke by account
     events: list[hostrun.Event] = []
     cfg = ops.cfg
-    report = operations.reissue(cfg, ops.store, "media", operations.Tools(on_event=events.append),
+    report = reissue.reissue(cfg, ops.store, "media", Tools(on_event=events.append),
                                 canary=False)
     assert report.rollout.ok and not report.revoke_requested
     # Without a canary stage all four start before the first is done (concurrency 4).

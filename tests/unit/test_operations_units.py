@@ -18,12 +18,15 @@ import pytest
 
 from certfan.cli import app as cli
 from certfan.cli import render
-from certfan.commands import operations, prune
+from certfan.cli import rollout as cli_rollout
+from certfan.commands import importing, prune
+from certfan.commands import renew as renew_mod
+from certfan.commands.tools import Tools, catch_up
 from certfan.config import AcmeConfig, Certificate, Config, DnsConfig, Host, RolloutPolicy
 from certfan.deploy import hostrun
 from certfan.errors import LockError, SshError
 from certfan.issue.acme import AcmeClient
-from certfan.state import lock
+from certfan.state import lock, revocations
 from certfan.state.deploy import DeployState
 from certfan.state.store import Release, Store
 from certfan_lab import pebble
@@ -84,7 +87,7 @@ def test_jitter_sleeps_first_then_takes_the_lock(tmp_path: Path, monkeypatch, ca
                       '[dns]\ntsig_key_name = "k."\ntsig_secret_file = "tsig"\n')
     slept: list[float] = []
     monkeypatch.setattr(random, "uniform", lambda low, high: high * 0.5)
-    monkeypatch.setattr(cli.time, "sleep", slept.append)
+    monkeypatch.setattr(cli_rollout.time, "sleep", slept.append)
     with lock.hold(tmp_path, "push"):
         assert cli.main(["-c", str(config), "renew", "--jitter", "1800"]) == 75
     assert slept == [900.0]
@@ -150,15 +153,15 @@ def test_nothing_due_and_every_host_current_touches_no_ca_dns_or_host(tmp_path: 
     def prober(endpoint, sni, timeout):  # type: ignore[no-untyped-def]
         raise AssertionError("a host was probed")
 
-    tools = operations.Tools(acme=_NoCA(cfg.acme, tmp_path, directory_cache_ttl=3600),
+    tools = Tools(acme=_NoCA(cfg.acme, tmp_path, directory_cache_ttl=3600),
                              dns=_NoDns(), connect=connect, prober=prober)
-    report = operations.renew(cfg, store, tools)
+    report = renew_mod.renew(cfg, store, tools)
     assert report.ok and report.issued == () and report.rollout is None and connected == []
     assert "nothing due, every host current" in render.renew_summary(report)
 
     # One host behind (it missed a rollout): that host, and only that one, is visited.
     deploy.record("media", "b", deployed=None, error="connect: timed out")
-    report = operations.renew(cfg, store, tools)
+    report = renew_mod.renew(cfg, store, tools)
     assert connected == ["b"] and report.rollout is not None and not report.ok
     assert [(o.host, o.result) for o in report.rollout.outcomes] == [("b", hostrun.FAILED)]
 
@@ -203,13 +206,13 @@ def test_with_ari_a_run_asks_only_once_the_retry_after_has_passed(tmp_path: Path
         release = _store_release(store, tmp_path, "v1")
         for host in cfg.hosts:
             DeployState(tmp_path).record("media", host, deployed=release.version)
-        tools = operations.Tools(dns=_NoDns())
-        assert operations.renew(cfg, store, tools).ok
+        tools = Tools(dns=_NoDns())
+        assert renew_mod.renew(cfg, store, tools).ok
         assert len(server.ari_fetches()) == 1
-        assert operations.renew(cfg, store, tools).ok
+        assert renew_mod.renew(cfg, store, tools).ok
         assert len(server.ari_fetches()) == 1 and server.requests.count("/dir") == 1
         later = datetime.now(UTC) + timedelta(hours=2)  # past Retry-After (1 hour)
-        assert operations.renew(cfg, store, tools, now=later).ok
+        assert renew_mod.renew(cfg, store, tools, now=later).ok
         assert len(server.ari_fetches()) == 2
     finally:
         server.close()
@@ -223,15 +226,15 @@ def test_a_held_host_is_left_alone_until_it_moves_or_a_new_version_comes(tmp_pat
     store = Store(tmp_path)
     old = _store_release(store, tmp_path, "v1")
     new = _store_release(store, tmp_path, "v2")
-    deploy, holds = DeployState(tmp_path), operations.Holds(tmp_path)
+    deploy, holds = DeployState(tmp_path), revocations.Holds(tmp_path)
     for host in ("a", "c"):
         deploy.record("media", host, deployed=new.version)
     deploy.record("media", "b", deployed=old.version)
     holds.hold("media", ["b"], old.version)
-    found = operations.catch_up(cfg, store)
+    found = catch_up(cfg, store)
     assert found.targets == [] and found.held == [("media", "b", old.version)]
     deploy.record("media", "b", deployed=None, error="lost")  # no longer on the held version
-    [(release, hosts)] = operations.catch_up(cfg, store).targets
+    [(release, hosts)] = catch_up(cfg, store).targets
     assert release == new and [h.name for h in hosts] == ["b"]
     assert holds.active("media", deploy) == {}
 
@@ -283,7 +286,7 @@ def test_import_refuses_a_key_that_does_not_match(tmp_path: Path) -> None:
     key, _ = cert_files(tmp_path, "one", days_left=60)
     _, chain = cert_files(tmp_path, "two", days_left=60)
     with pytest.raises(Exception, match="does not match"):
-        operations.import_cert(cfg, Store(tmp_path), "media", key, chain)
+        importing.import_cert(cfg, Store(tmp_path), "media", key, chain)
     assert Store(tmp_path).current("media") is None
 
 

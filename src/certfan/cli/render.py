@@ -1,38 +1,44 @@
-"""Text and JSON for the commands' reports: pure functions; cli.py prints them.
+"""Text for the commands' reports: pure functions returning lines; the CLI prints them.
 
-Lines are meant for a terminal, a cron mail or the journal: the first line of
-``status`` is a monitoring-plugin summary (``CERTFAN CRITICAL: ...``), and a
-successful ``renew`` is one line.
+Lines are meant for a terminal, a cron mail or the journal. ``spaced`` (a
+terminal) puts a blank line before each detail block; off a terminal the
+lines follow one another, so a mail or the journal shows no empty entries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from certfan.commands import status as status_mod
-from certfan.commands.operations import Imported, ReissueReport, RenewReport, RollbackReport
-from certfan.commands.prune import PruneReport
 from certfan.deploy.fleet import Report
-from certfan.deploy.hostrun import Event, HostPlan
-from certfan.issue.order import Status
-from certfan.state.store import Release
+from certfan.deploy.hostrun import FAILED, ROLLED_BACK, Event, HostOutcome, HostPlan
+
+if TYPE_CHECKING:  # annotations only: the status path must not load CA or DNS code
+    from certfan.commands.importing import Imported
+    from certfan.commands.prune import PruneReport
+    from certfan.commands.reissue import ReissueReport
+    from certfan.commands.renew import RenewReport
+    from certfan.commands.rollback import RollbackReport
+    from certfan.issue.order import Status
+    from certfan.state.store import Release
 
 
-def _when(value: datetime | None) -> str:
+
+def when(value: datetime | None) -> str:
     return "never" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _short(version: str | None) -> str:
-    return version or "-"
-
-
-def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
     """Left-aligned columns, two spaces apart, the first row the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
+def gap(spaced: bool) -> list[str]:
+    return [""] if spaced else []
 
 
 def next_due(statuses: tuple[Status, ...]) -> str:
@@ -40,42 +46,46 @@ def next_due(statuses: tuple[Status, ...]) -> str:
     if not waiting:
         return ""
     soonest = min(waiting, key=lambda s: s.decision.at)
-    return f"next renewal: {soonest.cert} at {_when(soonest.decision.at)}"
+    return f"next renewal: {soonest.cert} at {when(soonest.decision.at)}"
 
 
 # ---------------------------------------------------------------- push (and every rollout)
 
 
-def rollout_lines(report: Report) -> list[str]:
-    """A table of hosts, then each failure with its output tail, then the count served."""
-    rows = [("HOST", "CERT", "VERSION", "RESULT", "FAILED STEP", "SECONDS")]
+def _serves(o: HostOutcome) -> str:
+    return o.serving or "?"
+
+
+def rollout_lines(report: Report, *, spaced: bool = True) -> list[str]:
+    """A table of hosts (target version, what each serves now, result), then each
+    failure with its output tail, then the count served."""
+    rows = [("HOST", "CERT", "VERSION", "SERVES", "RESULT", "FAILED STEP", "SECONDS")]
     for o in report.outcomes:
-        rows.append((o.host, o.cert, o.version, o.result, o.failed_step or "-", f"{o.seconds:.1f}"))
-    lines = _table(rows)
+        rows.append((o.host, o.cert, o.version, _serves(o), str(o.result), o.failed_step or "-",
+                     f"{o.seconds:.1f}"))
+    lines = table(rows)
     for o in report.outcomes:
-        if o.result in ("failed", "rolled back") and o.error:
-            lines += ["", f"{o.host} ({o.cert}): {o.failed_step or o.result}: {o.error}"]
+        if o.result in (FAILED, ROLLED_BACK) and o.error:
+            lines += gap(spaced) + [f"{o.host} ({o.cert}): {o.failed_step or o.result}: {o.error}"]
             lines += [f"    | {line}" for line in o.output_tail.splitlines()[-8:]]
     if report.halted_by is not None:
         h = report.halted_by
-        lines += ["", f"rollout halted: {h.host} failed at {h.failed_step} (failure budget spent)"]
+        lines += gap(spaced)
+        lines += [f"rollout halted: {h.host} failed at {h.failed_step} (failure budget spent)"]
     lines += [f"warning: {warning}" for warning in report.warnings]
     served = sum(1 for o in report.outcomes if o.ok)
-    lines += ["", f"{served} of {len(report.outcomes)} host(s) serve the version"]
+    lines += gap(spaced) + [f"{served} of {len(report.outcomes)} host(s) serve the version"]
     return lines
 
 
-def rollout_doc(report: Report, code: int) -> dict[str, Any]:
-    halted = report.halted_by
-    return {
-        "exit": code,
-        "ok": report.ok,
-        "halted_by": {"host": halted.host, "cert": halted.cert, "step": halted.failed_step}
-        if halted
-        else None,
-        "outcomes": [asdict(o) for o in report.outcomes],
-        "warnings": list(report.warnings),
-    }
+def interrupted_lines(report: Report | None, finish: Sequence[str], *,
+                      spaced: bool = True) -> list[str]:
+    """After Ctrl-C/SIGTERM: where each host stands, and what finishes the job."""
+    lines = rollout_lines(report, spaced=spaced) if report is not None else []
+    lines += gap(spaced) + ["interrupted: no further host was started"]
+    if finish:
+        lines += ["to finish the job, run:"] + [f"    {c}" for c in finish]
+    return lines
 
 
 def plan_lines(plans: Sequence[HostPlan], canary: int) -> list[str]:
@@ -95,21 +105,8 @@ def plan_lines(plans: Sequence[HostPlan], canary: int) -> list[str]:
     return lines
 
 
-def plan_doc(plan: HostPlan) -> dict[str, Any]:
-    return {
-        "host": plan.host,
-        "cert": plan.cert,
-        "version": plan.version,
-        "unchanged": plan.unchanged,
-        "error": plan.error,
-        "steps": [
-            {"name": s.name, "summary": s.summary, "argv": list(s.argv) or None} for s in plan.steps
-        ],
-    }
-
-
 def live_line(event: Event, seconds: float) -> str:
-    """A host's line in push's live display: where it is, ``seconds`` after it started."""
+    """A host's line in the live display: where it is, ``seconds`` after it started."""
     if event.status == "done":
         state = event.detail
     elif event.status == "start":
@@ -149,26 +146,7 @@ def renew_summary(report: RenewReport) -> str:
 
 
 def renew_problems(report: RenewReport) -> list[str]:
-    lines = []
-    for outcome in report.failed_issues:
-        lines.append(f"{outcome.cert}: renewal failed: {outcome.error}")
-    return lines
-
-
-def renew_doc(report: RenewReport) -> dict[str, Any]:
-    return {
-        "ok": report.ok,
-        "seconds": round(report.seconds, 3),
-        "due": [{"cert": s.cert, "due": s.decision.due, "at": s.decision.at.isoformat(),
-                 "reason": s.decision.reason} for s in report.statuses],
-        "issued": [{"cert": o.cert, "version": o.release.version if o.release else None,
-                    "error": str(o.error) if o.error else None} for o in report.issued],
-        "rolled_out": [{"cert": c, "version": v, "hosts": list(h)}
-                       for c, v, h in report.targets],
-        "held": [{"cert": c, "host": h, "version": v} for c, h, v in report.held],
-        "next_due": [{"cert": s.cert, "at": s.decision.at.isoformat(),
-                      "reason": s.decision.reason} for s in report.next_due],
-    }
+    return [f"{o.cert}: renewal failed: {o.error}" for o in report.failed_issues]
 
 
 # ---------------------------------------------------------------- reissue, rollback, import
@@ -203,10 +181,7 @@ def rollback_lines(report: RollbackReport) -> list[str]:
 
 
 def imported_lines(result: Imported) -> list[str]:
-    r = result.release
-    lines = release_lines(r)
-    lines += [f"warning: {w}" for w in result.warnings]
-    return lines
+    return release_lines(result.release) + [f"warning: {w}" for w in result.warnings]
 
 
 def release_lines(release: Release) -> list[str]:
@@ -215,7 +190,7 @@ def release_lines(release: Release) -> list[str]:
         f"  serial:    {release.serial}",
         f"  sha256:    {release.sha256}",
         f"  names:     {', '.join(release.names)}",
-        f"  not after: {_when(release.not_after)}",
+        f"  not after: {when(release.not_after)}",
         f"  path:      {release.path}",
     ]
 
@@ -244,76 +219,43 @@ def prune_lines(report: PruneReport) -> list[str]:
 # ---------------------------------------------------------------- status
 
 
-def status_summary(report: status_mod.Report) -> str:
+def status_headline(report: status_mod.Report) -> str:
+    """The monitoring plugin's summary: state and counts, short enough not to wrap."""
     state = status_mod.STATE_NAMES[report.state]
     counts = ", ".join(f"{report.count(s)} {status_mod.STATE_NAMES[s].lower()}"
                        for s in (status_mod.CRITICAL, status_mod.WARNING, status_mod.UNKNOWN,
                                  status_mod.OK))
-    # Nagios range "N:" alerts below N (days left); thresholds are lower bounds here.
-    perf = " ".join(f"'{c.host} {c.cert}'={days:.2f};{report.warn_days:g}:;{report.crit_days:g}:"
+    return f"CERTFAN {state}: {counts} ({len(report.checks)} host/certificate pair(s))"
+
+
+def status_perfdata(report: status_mod.Report) -> str:
+    """Days left per host and certificate; Nagios range "N:" alerts below N."""
+    return " ".join(f"'{c.host} {c.cert}'={days:.2f};{report.warn_days:g}:;{report.crit_days:g}:"
                     for c in report.checks if (days := c.days_left(report.now)) is not None)
-    line = f"CERTFAN {state}: {counts} ({len(report.checks)} host/certificate pair(s))"
-    return f"{line} | {perf}" if perf else line
+
+
+def status_summary(report: status_mod.Report) -> str:
+    """Headline and perfdata on one line (what a plugin's first line may carry)."""
+    perf = status_perfdata(report)
+    return f"{status_headline(report)} | {perf}" if perf else status_headline(report)
 
 
 def status_text(report: status_mod.Report) -> list[str]:
+    """The headline, the table, each reason; the perfdata last, after ``|`` (the
+    plugin API takes perfdata from the long output), so a human reads the state first."""
     rows = [("HOST", "CERT", "CURRENT", "ON DISK", "SERVES", "DAYS LEFT", "STATE")]
     for c in report.checks:
         served = sorted({s.version or (f"other ({s.sha256[:12]})" if s.sha256 else "?")
                          for s in c.served})
         days = c.days_left(report.now)
-        rows.append((c.host, c.cert, _short(c.current),
-                     "?" if c.disk_error else _short(c.on_disk),
+        rows.append((c.host, c.cert, c.current or "-",
+                     "?" if c.disk_error else c.on_disk or "-",
                      ", ".join(served) or "-", "-" if days is None else f"{days:.1f}",
                      status_mod.STATE_NAMES[c.state]))
-    lines = [status_summary(report)]
-    lines += _table(rows)
-    for c in report.checks:
-        for reason in c.reasons:
-            lines.append(f"{c.host} ({c.cert}): {reason}")
-    h = report.history
-    lines.append(f"last successful renew: {_when(h.renew_last_success)}")
+    lines = [status_headline(report), *table(rows)]
+    lines += [f"{c.host} ({c.cert}): {reason}" for c in report.checks for reason in c.reasons]
+    lines.append(f"last successful renew: {when(report.history.renew_last_success)}")
+    perf = status_perfdata(report)
+    if perf:
+        lines.append(f"| {perf}")
     return lines
-
-
-def status_doc(report: status_mod.Report) -> dict[str, Any]:
-    return {
-        "state": status_mod.STATE_NAMES[report.state],
-        "exit": report.state,
-        "generated_at": report.now.isoformat(),
-        "warn_days": report.warn_days,
-        "crit_days": report.crit_days,
-        "last_renew_success": _iso(report.history.renew_last_success),
-        "last_rollout_success": {c: _iso(w) for c, w in
-                                 report.history.rollout_last_success.items()},
-        "checks": [
-            {
-                "host": c.host,
-                "cert": c.cert,
-                "state": status_mod.STATE_NAMES[c.state],
-                "current": c.current,
-                "on_disk": c.on_disk,
-                "disk_error": c.disk_error,
-                "drift": c.drift,
-                "held": c.held,
-                "days_left": _round(c.days_left(report.now)),
-                "reasons": list(c.reasons),
-                "served": [
-                    {"name": s.name, "sni": s.sni, "sha256": s.sha256, "serial": s.serial,
-                     "version": s.version, "not_after": _iso(s.not_after), "error": s.error,
-                     "current": None if s.sha256 is None or c.current_sha256 is None
-                     else s.sha256 == c.current_sha256}
-                    for s in c.served
-                ],
-            }
-            for c in report.checks
-        ],
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)

@@ -1,1 +1,3 @@
-"""Commands: renew, push, reissue, rollback, import, status, prune. Each returns a report; the CLI renders it."""
+"""Commands: renew, push, reissue, rollback, import, status, prune.
+
+Each returns a report and never prints; the CLI renders it."""

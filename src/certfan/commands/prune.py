@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from certfan import defaults
-from certfan.commands.operations import Holds
 from certfan.config import Config, Host
 from certfan.deploy import fanout, ssh
 from certfan.deploy.hostrun import Connect, Session
 from certfan.deploy.plan import Step
 from certfan.errors import CertfanError, StoreError
 from certfan.state.deploy import DeployState
+from certfan.state.revocations import Holds
 from certfan.state.store import VERSION_RE, Store
 
 log = logging.getLogger(__name__)

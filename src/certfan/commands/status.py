@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from certfan import defaults
-from certfan.commands.operations import Holds, revoked_versions
 from certfan.config import Config, Host
 from certfan.deploy import fanout, probe, ssh
 from certfan.deploy import plan as remote
@@ -30,6 +29,7 @@ from certfan.deploy.hostrun import Connect, Prober
 from certfan.errors import CertfanError, ConfigError, ProbeError
 from certfan.state import fsutil, history
 from certfan.state.deploy import DeployState
+from certfan.state.revocations import Holds, revoked_versions
 from certfan.state.store import Release, Store
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,34 @@
+"""certfan check: validate the configuration and summarize it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from certfan.cli import docs, output
+from certfan.cli.options import EXIT_OK, command, load_config
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    dns = f"  dns: {cfg.dns.method}"
+    if cfg.dns.method == "rfc2136":
+        dns += f" via {cfg.dns.server}:{cfg.dns.port}"
+    lines = [
+        f"{cfg.path}: ok",
+        f"  acme directory: {cfg.acme.directory}",
+        dns,
+        f"  state dir: {cfg.state_dir}",
+        f"  hosts: {len(cfg.hosts)}  groups: {len(cfg.groups)}  "
+        f"certificates: {len(cfg.certificates)}",
+    ]
+    for cert in cfg.certificates.values():
+        targets = ", ".join(cert.hosts) or "(no hosts)"
+        lines.append(f"  {cert.name}: {', '.join(cert.domains)} [{cert.key_type}] -> {targets}")
+    return output.finish(args, EXIT_OK, lines, docs.config_doc(cfg))
+
+
+def register(sub: Any) -> None:
+    command(sub, "check", cmd_check, help="validate the configuration file and summarize it",
+            description="Load and validate the configuration; print a summary. "
+            "Exit 2 with one line naming file, key and line on any error.")
