@@ -56,10 +56,12 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from certfan.config import checks as check
+from certfan.config import notify as notify_section
 from certfan.config.lines import KeyPath, line_map
 from certfan.config.model import (
     CONFIG_ENV,
@@ -126,11 +128,13 @@ def load(path: str | os.PathLike[str]) -> Config:
     rollout = RolloutPolicy(
         **check.Table(ctx, ("rollout",), doc.get("rollout", {}), _ROLLOUT).values()
     )
-    hosts = _hosts(ctx, doc.get("hosts", []))
+    hosts = _hosts(ctx, doc.get("hosts", []), _host_defaults(ctx, doc.get("host_defaults", {})))
     groups = _groups(ctx, doc.get("groups", {}), hosts)
     certificates = _certificates(ctx, doc.get("certificates", []), hosts, groups)
+    certificates = _own_rollouts(ctx, doc, certificates, rollout)
+    notify = notify_section.notifiers(ctx, doc.get("notify", []))
     # positional, in field order: each local is named after its field
-    return Config(Path(file), state_dir, acme, dns, rollout, hosts, groups, certificates)
+    return Config(Path(file), state_dir, acme, dns, rollout, hosts, groups, certificates, notify)
 
 
 # -- reading and parsing -------------------------------------------------------
@@ -177,7 +181,10 @@ def _one_line(text: str) -> str:
 
 # -- sections ------------------------------------------------------------------------
 
-_TOP_KEYS = ("state_dir", "acme", "dns", "rollout", "groups", "hosts", "certificates")
+_TOP_KEYS = (
+    "state_dir", "acme", "dns", "rollout", "groups", "host_defaults", "hosts", "certificates",
+    "notify",
+)
 
 _EAB: dict[str, check.Conv[Any]] = {"kid": check.token, "hmac_key_file": check.local_path}
 
@@ -268,6 +275,7 @@ _CERTIFICATE: dict[str, check.Conv[Any]] = {
     "key_type": check.choice(KEY_TYPES),
     "reuse_key": check.boolean,
     "deploy_to": check.array(check.string),
+    "rollout": lambda ctx, key, value: None,  # see _own_rollouts
 }
 
 
@@ -291,13 +299,39 @@ def _refuse_duplicate(
     index[name] = i
 
 
-def _hosts(ctx: check.Ctx, value: object) -> dict[str, Host]:
+_PER_HOST_ONLY = ("name", "address")
+
+
+def _host_defaults(ctx: check.Ctx, value: object) -> dict[str, Any]:
+    """[host_defaults]: any host key but name and address, under every [[hosts]] entry."""
+    if isinstance(value, dict):
+        for key in _PER_HOST_ONLY:
+            if key in value:
+                raise ctx.error(("host_defaults", key), "is per host: set it in each [[hosts]]")
+    schema = {k: v for k, v in _HOST.items() if k not in _PER_HOST_ONLY}
+    return check.Table(ctx, ("host_defaults",), value, schema).values()
+
+
+def _own_rollouts(
+    ctx: check.Ctx, doc: dict[str, Any], certs: dict[str, Certificate], rollout: RolloutPolicy
+) -> dict[str, Certificate]:
+    """Each [certificates.rollout] merged over [rollout], key by key."""
+    merged = dict(certs)
+    for i, (name, cert) in enumerate(certs.items()):  # certs is in file order, one per entry
+        raw = doc["certificates"][i].get("rollout")
+        if raw is not None:
+            own = check.Table(ctx, ("certificates", i, "rollout"), raw, _ROLLOUT).values()
+            merged[name] = replace(cert, rollout=replace(rollout, **own))
+    return merged
+
+
+def _hosts(ctx: check.Ctx, value: object, defaults: Mapping[str, Any]) -> dict[str, Host]:
     hosts: dict[str, Host] = {}
     index: dict[str, int] = {}
     for i, raw in enumerate(_array_of_tables(ctx, "hosts", value)):
         table = check.Table(ctx, ("hosts", i), raw, _HOST)
         table.require("name", "address")
-        host = Host(**table.values())
+        host = Host(**{**defaults, **table.values()})
         _refuse_duplicate(ctx, "hosts", i, host.name, index)
         hosts[host.name] = host
     return hosts

@@ -75,6 +75,8 @@ TSIG_ALGORITHMS = (
     "hmac-md5",
 )
 DNS_METHODS = ("rfc2136", "hook")
+NOTIFY_EVENTS = ("failed", "halted", "expiring")
+NOTIFY_FORMATS = ("certfan", "slack", "matrix", "discord")
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,21 @@ class Certificate:
     reuse_key: bool = False
     deploy_to: tuple[str, ...] = ()  # as written: host and group names
     hosts: tuple[str, ...] = ()  # resolved: host names, in config order
+    # [certificates.rollout] merged over [rollout], key by key; None: [rollout] as is
+    rollout: RolloutPolicy | None = None
+
+
+@dataclass(frozen=True)
+class Notifier:
+    """One [[notify]] entry (see certfan.config.notify)."""
+
+    name: str
+    webhook: str | None = None  # a secret: show only notify.redact_url(webhook)
+    webhook_file: Path | None = None  # a file holding the URL instead
+    format: str = "certfan"
+    command: tuple[str, ...] = ()
+    on: tuple[str, ...] = NOTIFY_EVENTS
+    timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +186,12 @@ class Config:
     hosts: dict[str, Host] = field(default_factory=dict)  # in file order
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     certificates: dict[str, Certificate] = field(default_factory=dict)
+    notify: tuple[Notifier, ...] = ()
+
+    def rollout_for(self, cert: str) -> RolloutPolicy:
+        """The rollout policy of one certificate: its own [certificates.rollout] or [rollout]."""
+        own = self.certificates[cert].rollout if cert in self.certificates else None
+        return own or self.rollout
 
     def host(self, name: str) -> Host:
         try:
