@@ -15,8 +15,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -111,6 +109,9 @@ Post = Callable[[str, bytes, float], None]
 
 def http_post(url: str, data: bytes, timeout: float) -> None:
     """POST JSON; any non-2xx or transport failure raises CertfanError (URL not named)."""
+    import urllib.error  # here: status imports this module and rarely sends
+    import urllib.request
+
     request = urllib.request.Request(
         url, data=data, method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "certfan"},

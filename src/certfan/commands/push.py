@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from certfan.commands import notify
 from certfan.commands.tools import Tools, note_rollout
 from certfan.config import Config, Host
 from certfan.deploy import fleet
@@ -34,4 +35,5 @@ def push(cfg: Config, store: Store, targets: Selection, tools: Tools | None = No
     """Roll ``targets`` out under the fleet policy; record for monitoring what finished."""
     report = (tools or Tools()).push(cfg, targets)
     note_rollout(cfg, store, report)
+    notify.fire(cfg, notify.rollout_notice("push", report))
     return report

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+from certfan.commands import notify
 from certfan.commands.tools import Tools, note_rollout
 from certfan.config import Config
 from certfan.deploy import fleet
@@ -51,12 +52,14 @@ def reissue(cfg: Config, store: Store, cert_name: str, tools: Tools | None = Non
     fresh = replace(cert, reuse_key=False)  # the point is a key that never leaked
     release = order.issue(cfg, fresh, store, acme=acme, dns=tools.dns)
     Holds(cfg.state_dir).clear(cert.name)
-    policy = cfg.rollout if canary else replace(cfg.rollout, canary=0)
+    own = cfg.rollout_for(cert.name)
+    policy = own if canary else replace(own, canary=0)
     hosts = tuple(cfg.hosts[h] for h in cert.hosts)
     log.info("%s: reissued as %s; rolling out to %d host(s)%s", cert.name, release.version,
              len(hosts), "" if canary else " without a canary", extra={"cert": cert.name})
     report = tools.push(cfg, [(release, hosts)], policy)
     note_rollout(cfg, store, report)
+    notify.fire(cfg, notify.rollout_notice("reissue", report))
     result = ReissueReport(release, previous, report, revoke_requested=revoke_old)
     if not revoke_old:
         return result

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from certfan.commands import notify
 from certfan.commands.tools import Tools, catch_up, note_rollout
 from certfan.config import Config
 from certfan.deploy import fleet
@@ -56,6 +57,7 @@ def renew(cfg: Config, store: Store, tools: Tools | None = None, *,
         history.record_renew(cfg.state_dir, "error", ok=False)
         raise
     history.record_renew(cfg.state_dir, "ok" if result.ok else "failed", ok=result.ok)
+    notify.fire(cfg, notify.renew_notice(result))
     return result
 
 

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from certfan import defaults
+from certfan.commands import notify
 from certfan.config import Config, Host
 from certfan.deploy import fanout, probe, ssh
 from certfan.deploy import plan as remote
@@ -209,7 +210,9 @@ def collect(cfg: Config, store: Store, *, certs: Sequence[str] = (), hosts: Sequ
             found = [_blank(host, c, current, holds, disk_error=why) for c in mine]
         checks += [evaluate(c, now, warn_days, crit_days) for c in found]
     expiry = {c: r.not_after for c, r in current.items() if r is not None}
-    return Report(tuple(checks), now, warn_days, crit_days, expiry, history.load(cfg.state_dir))
+    report = Report(tuple(checks), now, warn_days, crit_days, expiry, history.load(cfg.state_dir))
+    notify.fire_expiring(cfg, notify.expiring_items(report), now=now)
+    return report
 
 
 Current = dict[str, Release | None]  # certificate -> the store's current version

@@ -55,10 +55,30 @@ class Tools:
 
     def push(self, cfg: Config, targets: Targets,
              policy: RolloutPolicy | None = None) -> fleet.Report:
+        """Each release under ``policy``, else under its certificate's own (rollout_for).
+
+        Releases that share a policy go out as one rollout, where one halt stops
+        all that follow; a certificate with a policy of its own is rolled out,
+        and halts, on its own."""
+        runs: list[tuple[RolloutPolicy, list[tuple[Release, Sequence[Host]]]]] = []
+        for release, hosts in targets:
+            own = policy or cfg.rollout_for(release.cert)
+            same = [run for run in runs if run[0] == own]
+            if same:
+                same[0][1].append((release, hosts))
+            else:
+                runs.append((own, [(release, hosts)]))
+        reports: list[fleet.Report] = []
         with self.stop.rollout() if self.stop else nullcontext(None):
-            return fleet.push(targets, policy or cfg.rollout, connect=self.connect,
-                              prober=self.prober, on_event=self.on_event,
-                              deploy_state=DeployState(cfg.state_dir))
+            for own, part in runs or [(policy or cfg.rollout, [])]:
+                reports.append(fleet.push(part, own, connect=self.connect,
+                                          prober=self.prober, on_event=self.on_event,
+                                          deploy_state=DeployState(cfg.state_dir)))
+        if len(reports) == 1:
+            return reports[0]
+        return fleet.Report(tuple(o for r in reports for o in r.outcomes),
+                            next((r.halted_by for r in reports if r.halted_by), None),
+                            tuple(w for r in reports for w in r.warnings))
 
     def plan(self, cfg: Config, targets: Targets) -> list[hostrun.HostPlan]:
         return fleet.plan(targets, cfg.rollout, connect=self.connect, prober=self.prober)
