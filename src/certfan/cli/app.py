@@ -106,10 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 shell.set_builder(build_parser)
 
 
-def _command_of(argv: Sequence[str]) -> str:
+def _command_of(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str:
     """The command word in ``argv``, for the JSON document of a run that could not parse it."""
-    names = {n for f in FAMILIES for n in getattr(f, "COMMANDS", ())}
-    return next((w for w in argv if w in names or not w.startswith("-")), "certfan")
+    names = {n for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+             for n in a.choices}
+    return next((w for w in argv if w in names), "certfan")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         if "--json" not in argv:
             sys.stderr.write(exc.usage or parser.format_usage())
-        return output.fail(argparse.Namespace(json="--json" in argv), _command_of(argv),
+        return output.fail(argparse.Namespace(json="--json" in argv), _command_of(parser, argv),
                            EXIT_USAGE, str(exc))
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

@@ -10,12 +10,12 @@ Generated, never written by hand, so they cannot drift from the options.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 from certfan import __version__
+from certfan.cli import output
 from certfan.cli.options import EXIT_OK, command
 
 # The whole parser, for the generators; app.build_parser registers itself here.
@@ -181,13 +181,14 @@ def manpage(parser: argparse.ArgumentParser, today: date | None = None) -> str:
 
 def cmd_completion(args: argparse.Namespace) -> int:
     parser = _builder[0]()
-    sys.stdout.write(bash(parser) if args.shell == "bash" else zsh(parser))
-    return EXIT_OK
+    script = bash(parser) if args.shell == "bash" else zsh(parser)
+    return output.finish(args, EXIT_OK, script.splitlines(), {"shell": args.shell,
+                                                               "script": script})
 
 
 def cmd_manpage(args: argparse.Namespace) -> int:
-    sys.stdout.write(manpage(_builder[0]()))
-    return EXIT_OK
+    page = manpage(_builder[0]())
+    return output.finish(args, EXIT_OK, page.splitlines(), {"manpage": page})
 
 
 def register(sub: Any) -> None:
