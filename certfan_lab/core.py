@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from certfan_lab import cleanup, configgen, dns, nodes, pebble, pki
+from certfan_lab import cleanup, configgen, dns, extra, nodes, pebble, pki
 from certfan_lab.faults import BYPASS_MARK, Faults
 from certfan_lab.nodes import Node
 from certfan_lab.procs import Daemon, LabError, wait_until
@@ -274,6 +274,8 @@ class Lab:
                 max(0.1, deadline - time.monotonic()),
                 alive=self._daemons[name].check,
             )
+        if "pebble" in names:  # certfan checks stored chains end at a root it trusts
+            extra.add_to_bundle(self.ca_bundle, self.pebble_root_pem())
 
     # -- services -------------------------------------------------------------------
     def _restart(self, name: str, daemon: Daemon | None = None) -> None:

@@ -65,7 +65,8 @@ def run(keep: bool = False, lab_args: dict[str, Any] | None = None) -> int:
         steps: tuple[tuple[tuple[str, ...], int], ...] = (
             (("check",), 0),
             (("import", CERT, "--key", str(seed / "privkey.pem"),
-              "--fullchain", str(seed / "fullchain.pem")), 0),
+              "--fullchain", str(seed / "fullchain.pem"),
+              "--trust", str(lab.dir / "pki" / "old-ca.pem")), 0),  # certbot's CA: the root
             (("status", "--cert", CERT), 2),  # CRITICAL: three days left
             (("-v", "renew"), 0),
             (("status", "--cert", CERT), 0),

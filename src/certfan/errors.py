@@ -17,12 +17,10 @@
 
 Internal, caught in the module that raises them and never shown as such:
 
-    StepFailed(Exception)        deploy/hostrun.py: a host failed a step (host, step, output
+    StepFailed(Exception)        deploy/model.py: a host failed a step (host, step, output
                                  tail); becomes that host's outcome in the rollout report
     PlanError(ValueError)        deploy/plan.py: the host is in a state no plan starts from;
                                  hostrun turns it into a failed step
-    _UnknownHostKey              deploy/ssh.py: paramiko's RejectPolicy, told apart from other
-        (paramiko.SSHException)  SSH errors; becomes HostKeyError
 
 Library exceptions (paramiko, dnspython, acme, cryptography) are translated into
 these in the one module that imports the library, with ``raise ... from exc``.

@@ -56,6 +56,19 @@ def cert_files(directory: Path, tag: str, *, days_left: float, lifetime_days: fl
     return key_path, chain_path
 
 
+def ca_file(directory: Path) -> Path:
+    """The test CA's certificate as a file: ``import --trust`` takes it as the root."""
+    path = directory / "test-ca.pem"
+    path.write_bytes(CA[1].public_bytes(PEM))
+    return path
+
+
+def import_args(cert: str, key: Path, fullchain: Path) -> list[str]:
+    """``import CERT --key K --fullchain F --trust <the test CA>`` for cert_files' output."""
+    return ["import", cert, "--key", str(key), "--fullchain", str(fullchain),
+            "--trust", str(ca_file(fullchain.parent))]
+
+
 def restore_logging() -> Iterator[None]:
     """cli.main points the root logger at this test's stderr; put it back afterwards."""
     root = logging.getLogger()
@@ -100,7 +113,7 @@ class Ops:
         return cli.main(["-c", str(self.config_path), *args])
 
     def import_files(self, key: Path, fullchain: Path) -> Release:
-        assert self.cli("import", "media", "--key", str(key), "--fullchain", str(fullchain)) == 0
+        assert self.cli(*import_args("media", key, fullchain)) == 0
         current = self.store.current("media")
         assert current is not None
         return current

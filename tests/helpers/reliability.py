@@ -68,7 +68,7 @@ from certfan.issue import crypto, dns01
 from certfan.state.deploy import DeployState
 from certfan.state.store import Release, Store
 from certfan_lab import Lab, LabError
-from helpers.ops import cert_files
+from helpers.ops import cert_files, import_args
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 CERT = "media"
@@ -285,7 +285,7 @@ class Case:
     def start(self, days_left: float = 2.0) -> Release:
         """v1, a certbot-era certificate inside its last third (due), on every node."""
         key, chain = cert_files(self.dir, "v1", days_left=days_left, lifetime_days=90)
-        run = self.cli("import", CERT, "--key", str(key), "--fullchain", str(chain))
+        run = self.cli(*import_args(CERT, key, chain))
         assert run.code == 0, run
         run = self.cli("push")
         assert run.code == 0, run

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from certfan.cli import app as cli
-from helpers.ops import Ops, cert_files, restore_logging
+from helpers.ops import Ops, cert_files, import_args, restore_logging
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -61,7 +61,7 @@ def test_debug_output_carries_no_key_material_or_tsig_secret(lab, tmp_path, capf
         return code
 
     key, chain = cert_files(tmp_path, "adopted", days_left=2)
-    assert run("import", "media", "--key", str(key), "--fullchain", str(chain)) == 0
+    assert run(*import_args("media", key, chain)) == 0
     assert run("renew") == 0  # account, order, DNS-01, upload of the key to four nodes
     assert run("status", fmt="json") == 0
     assert run("reissue", "media", "--revoke-old", "--reason", "keyCompromise", fmt="json") == 0
@@ -71,7 +71,7 @@ def test_debug_output_carries_no_key_material_or_tsig_secret(lab, tmp_path, capf
 
     # A run whose log goes to a file, as a log shipper would read it.
     key2, chain2 = cert_files(tmp_path, "adopted2", days_left=2)
-    assert run("import", "media", "--key", str(key2), "--fullchain", str(chain2)) == 0
+    assert run(*import_args("media", key2, chain2)) == 0
     log_file = tmp_path / "certfan.log"
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     with open(log_file, "w") as log:

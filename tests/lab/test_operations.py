@@ -27,7 +27,7 @@ from certfan.deploy import hostrun
 from certfan.issue.acme import AcmeClient
 from certfan.state.store import Release, Store
 from certfan_lab import pebble
-from helpers.ops import Ops, cert_files, public_key_sha256, restore_logging
+from helpers.ops import Ops, cert_files, import_args, public_key_sha256, restore_logging
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -316,7 +316,12 @@ def test_rollback_some_hosts_then_all_and_prune(lab, ops, capsys):  # type: igno
 
 def test_import_stores_key_0600_and_warns_about_other_names(lab, ops, capsys):  # type: ignore[no-untyped-def]
     key, chain = cert_files(ops.dir, "other", days_left=30, names=("other.lab.test",))
-    assert ops.cli("import", "media", "--key", str(key), "--fullchain", str(chain)) == 0
+    assert ops.cli(*import_args("media", key, chain)) == 1  # must cover media.lab.test
+    err = capsys.readouterr().err
+    assert f"{chain}: the certificate does not cover media.lab.test" in err, err
+    key, chain = cert_files(ops.dir, "more", days_left=30,
+                            names=("media.lab.test", "other.lab.test"))
+    assert ops.cli(*import_args("media", key, chain)) == 0
     out = capsys.readouterr().out
     assert "stored version 0001-" in out and "the next renew replaces it" in out
     release = ops.store.current("media")

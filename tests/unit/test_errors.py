@@ -17,8 +17,9 @@ def _defined_exceptions() -> dict[str, type[BaseException]]:
         if info.name.endswith(".__main__"):  # running it is what importing it does
             continue
         module = importlib.import_module(info.name)
-        for name, obj in inspect.getmembers(module, inspect.isclass):
-            if issubclass(obj, BaseException) and obj.__module__ == module.__name__:
+        for name, obj in list(vars(module).items()):  # not getmembers: no module __getattr__
+            if (inspect.isclass(obj) and issubclass(obj, BaseException)
+                    and obj.__module__ == module.__name__):
                 found[name] = obj
     return found
 

@@ -49,7 +49,8 @@ def release_doc(release: Release) -> dict[str, Any]:
 
 
 def imported_doc(result: Imported) -> dict[str, Any]:
-    return {"release": release_doc(result.release), "warnings": list(result.warnings)}
+    return {"release": release_doc(result.release), "warnings": list(result.warnings),
+            "unchanged": result.unchanged}
 
 
 def rollout_doc(report: Report) -> dict[str, Any]:

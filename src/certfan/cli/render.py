@@ -181,6 +181,9 @@ def rollback_lines(report: RollbackReport) -> list[str]:
 
 
 def imported_lines(result: Imported) -> list[str]:
+    if result.unchanged:
+        return [f"{result.release.cert}: already the current version {result.release.version}; "
+                "nothing stored"]
     return release_lines(result.release) + [f"warning: {w}" for w in result.warnings]
 
 

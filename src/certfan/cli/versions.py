@@ -57,7 +57,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     check_names(cfg, certs=[args.cert], cert_option="CERT")
     with lock.hold(cfg.state_dir, "import"):
         result = import_cert(cfg, Store(cfg.state_dir), args.cert, Path(args.key),
-                             Path(args.fullchain))
+                             Path(args.fullchain),
+                             chain_file=Path(args.chain) if args.chain else None,
+                             trust_files=[Path(t) for t in args.trust or ()])
     return output.finish(args, EXIT_OK, render.imported_lines(result), docs.imported_doc(result))
 
 
@@ -92,6 +94,11 @@ def register(sub: Any) -> None:
     p.add_argument("--key", required=True, metavar="FILE", help="private key (PEM)")
     p.add_argument("--fullchain", required=True, metavar="FILE",
                    help="leaf and intermediates (PEM), e.g. certbot's fullchain.pem")
+    p.add_argument("--chain", metavar="FILE",
+                   help="the intermediates (PEM), when FULLCHAIN holds the leaf alone")
+    p.add_argument("--trust", action="append", metavar="FILE",
+                   help="a root (PEM) the chain may end at, besides acme.ca_bundle and the "
+                   "system store (repeatable)")
 
     p = command(sub, "prune", cmd_prune,
                 help="delete old versions locally and on the hosts (never live ones)",

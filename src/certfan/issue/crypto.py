@@ -9,12 +9,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from certfan.config.model import KEY_TYPES
@@ -98,6 +102,14 @@ def make_csr(key_pem: bytes, names: tuple[str, ...] | list[str]) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
+def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
+    """A PEM CSR as the object the ACME finalize message carries."""
+    try:
+        return x509.load_pem_x509_csr(pem)
+    except ValueError as exc:
+        raise CryptoError(f"not a PEM certificate request: {exc}") from exc
+
+
 def split_pem_chain(pem: bytes) -> list[bytes]:
     """Every certificate block in ``pem``, in order, each ending with a newline."""
     blocks = [m.group(0).replace(b"\r\n", b"\n") + b"\n" for m in _PEM_CERT.finditer(pem)]
@@ -121,7 +133,19 @@ def load_cert(pem: bytes) -> x509.Certificate:
 
 def cert_facts(cert_pem: bytes) -> CertFacts:
     """Facts about the first certificate in ``cert_pem``."""
-    cert = load_cert(cert_pem)
+    return _facts(load_cert(cert_pem))
+
+
+def cert_facts_der(der: bytes) -> CertFacts:
+    """Facts about a DER certificate (what a TLS handshake presented)."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise CryptoError(f"cannot parse certificate: {exc}") from exc
+    return _facts(cert)
+
+
+def _facts(cert: x509.Certificate) -> CertFacts:
     der = cert.public_bytes(serialization.Encoding.DER)
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -177,3 +201,141 @@ def _serial_der_bytes(serial: int) -> bytes:
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+# -- chains and trust --------------------------------------------------------------
+#
+# A release is served as fullchain.pem: the leaf, then each intermediate, each
+# signed by the next (RFC 8446 section 4.4.2), the last one signed by a root
+# the clients trust. A leaf without its intermediate works in browsers that
+# cache intermediates and fails in most other clients.
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """Trust anchors: root certificates a chain may end at (or end with)."""
+
+    certs: tuple[x509.Certificate, ...]
+
+    def find_issuer(self, cert: x509.Certificate) -> x509.Certificate | None:
+        """The anchor that ``cert`` is, or that signed it."""
+        if cert in self.certs:
+            return cert
+        for anchor in self.certs:
+            if anchor.subject == cert.issuer and _issued_by(cert, anchor):
+                return anchor
+        return None
+
+
+def load_anchors(*pems: bytes) -> Anchors:
+    """Every certificate in the PEM bundles; blocks that do not parse are skipped
+    (a system store may hold what this library cannot read)."""
+    certs: list[x509.Certificate] = []
+    with warnings.catch_warnings():  # old roots with negative serials still anchor chains
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        for pem in pems:
+            for block in _PEM_CERT.finditer(pem):
+                try:
+                    certs.append(x509.load_pem_x509_certificate(block.group(0)))
+                except ValueError:
+                    continue
+    return Anchors(tuple(certs))
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _subject(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or "an empty subject"
+
+
+KEY_MISMATCH = "the private key does not match the certificate"
+
+
+def chain_problems(
+    key_pem: bytes, fullchain_pem: bytes, names: Sequence[str], anchors: Anchors | None
+) -> list[str]:
+    """What keeps ``fullchain_pem`` (with ``key_pem``) from being served for ``names``.
+
+    Empty when the key matches the leaf, the leaf covers every name, each
+    certificate is signed by the next one, and the last one is, or is signed
+    by, one of ``anchors`` (``None``: that last check is left out).
+    """
+    try:
+        blocks = split_pem_chain(fullchain_pem)
+        certs = [x509.load_pem_x509_certificate(b) for b in blocks]
+    except (CryptoError, ValueError) as exc:
+        return [f"cannot parse the certificates: {exc}"]
+    problems: list[str] = []
+    try:
+        if not key_matches_cert(key_pem, blocks[0]):
+            problems.append(KEY_MISMATCH)
+    except CryptoError as exc:
+        problems.append(str(exc))
+    missing = uncovered_names(cert_names(certs[0]), names)
+    if missing:
+        problems.append(f"the certificate does not cover {', '.join(missing)}")
+    for i in range(len(certs) - 1):
+        if not _issued_by(certs[i], certs[i + 1]):
+            problems.append(
+                f"certificate {i + 1} ({_subject(certs[i])}) is not signed by the next one, "
+                f"{i + 2} ({_subject(certs[i + 1])}): intermediates wrong or out of order"
+            )
+            return problems
+    last = certs[-1]
+    if anchors is not None and anchors.find_issuer(last) is None:
+        issuer = last.issuer.rfc4514_string()
+        if len(certs) == 1:
+            problems.append(
+                f"the leaf alone, without the intermediate certificates of its issuer {issuer}"
+            )
+        else:
+            problems.append(f"the chain does not end at a trusted root (last issuer {issuer})")
+    return problems
+
+
+def uncovered_names(sans: Sequence[str], names: Sequence[str]) -> tuple[str, ...]:
+    """The names a certificate with ``sans`` is not valid for (RFC 6125 section 6.4.3:
+    a wildcard covers exactly one leftmost label; a configured wildcard needs the same one)."""
+    have = {s.lower().rstrip(".") for s in sans}
+    missing = []
+    for name in names:
+        n = name.lower().rstrip(".")
+        wildcard = "*." + n.split(".", 1)[1] if "." in n and not n.startswith("*.") else None
+        if n not in have and wildcard not in have:
+            missing.append(name)
+    return tuple(missing)
+
+
+def same_chain(served_ders: Sequence[bytes], fullchain_pem: bytes) -> str | None:
+    """None when a handshake presented exactly ``fullchain_pem`` (leaf and intermediates,
+    in order); else one line saying how the served chain differs."""
+    try:
+        expected = [load_cert(b).public_bytes(serialization.Encoding.DER)
+                    for b in split_pem_chain(fullchain_pem)]
+    except CryptoError as exc:
+        return f"the deployed fullchain does not parse: {exc}"
+    served = list(served_ders)
+    if served == expected:
+        return None
+    if not served:
+        return "no certificate served"
+    if served[0] != expected[0]:
+        return "serves another leaf certificate"
+    if len(served) == 1:
+        return f"serves the leaf only, without the {len(expected) - 1} intermediate(s) deployed"
+    if len(served) < len(expected) and served == expected[: len(served)]:
+        return f"serves {len(served) - 1} of the {len(expected) - 1} intermediate(s) deployed"
+    return f"serves other intermediates than the {len(expected) - 1} deployed"
+
+
+def pem_of_ders(ders: Sequence[bytes]) -> bytes:
+    """PEM blocks of DER certificates, in order."""
+    return b"".join(
+        x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM) for d in ders
+    )

@@ -29,6 +29,7 @@ from certfan.errors import AcmeError, CertfanError, Interrupted, RateLimitedErro
 from certfan.issue import crypto, dns01, due
 from certfan.issue.acme import AcmeClient, Dns01Publisher
 from certfan.state import fsutil
+from certfan.state import trust
 from certfan.state.store import Release, Store
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ def issue(
     # On disk before anything else happens with it (a crash from here on
     # leaves a complete version that is simply not current yet).
     release = store.save(cert.name, key_pem, issued.fullchain_pem,
-                         order_url=issued.order_url, key_type=cert.key_type)
+                         order_url=issued.order_url, key_type=cert.key_type,
+                         names=cert.domains, anchors=trust.anchors(cfg.acme.ca_bundle))
     if set(release.names) != {d.lower() for d in cert.domains}:
         raise AcmeError(f"{cert.name}: the CA issued for {', '.join(release.names)}, not "
                         f"{', '.join(cert.domains)}; stored as {release.version}, not activated")

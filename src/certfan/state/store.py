@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,16 +96,25 @@ class Store:
         *,
         order_url: str | None,
         key_type: str,
+        names: Sequence[str] = (),
+        anchors: crypto.Anchors | None = None,
     ) -> Release:
-        """Write a new, complete version; it does NOT become current."""
+        """Write a new, complete version; it does NOT become current.
+
+        Refused unless the key matches the leaf, the leaf covers ``names`` and
+        each certificate of the fullchain is signed by the next; with
+        ``anchors``, the chain must also end at one of them. Every command that
+        stores (issue, renew, reissue, import) passes both; a unit test holds
+        them to it.
+        """
+        problems = crypto.chain_problems(key_pem, fullchain_pem, names, anchors)
+        if problems:
+            raise StoreError(f"{cert}: refusing to store: {'; '.join(problems)}")
         try:
             leaf, chain = crypto.split_fullchain(fullchain_pem)
             facts = crypto.cert_facts(leaf)
-            matches = crypto.key_matches_cert(key_pem, leaf)
         except CertfanError as exc:
             raise StoreError(f"{cert}: refusing to store: {exc}") from exc
-        if not matches:
-            raise StoreError(f"{cert}: refusing to store: private key does not match certificate")
         versions = self._versions_dir(cert)
         try:
             fsutil.ensure_dir(self.state_dir)
@@ -242,6 +252,27 @@ class Store:
                 return None
         return newest
 
+    def same_as_current(self, cert: str, key_pem: bytes, fullchain_pem: bytes) -> Release | None:
+        """The current version when it holds this very key and fullchain, else None."""
+        current = self.current(cert)
+        if current is None:
+            return None
+        try:
+            stored_key = current.file("privkey.pem").read_bytes()
+            stored_chain = current.file("fullchain.pem").read_bytes()
+        except OSError as exc:
+            raise StoreError(f"{current.path}: cannot read: {exc.strerror or exc}") from exc
+        try:
+            same_key = crypto.public_key_sha256_of_key(key_pem) == (
+                crypto.public_key_sha256_of_key(stored_key)
+            )
+            same_chain = crypto.split_pem_chain(fullchain_pem) == (
+                crypto.split_pem_chain(stored_chain)
+            )
+        except CertfanError:
+            return None
+        return current if same_key and same_chain else None
+
     def previous(self, cert: str) -> Release | None:
         current = self.current(cert)
         if current is None:
@@ -326,15 +357,16 @@ def _release_from_meta(cert: str, version: str, path: Path, doc: dict[str, Any])
         sha256=str(doc["sha256"]),
         serial=str(doc["serial"]),
         names=tuple(str(n) for n in doc["names"]),
-        not_before=_utc(doc["not_before"]),
-        not_after=_utc(doc["not_after"]),
+        not_before=parse_utc(doc["not_before"]),
+        not_after=parse_utc(doc["not_after"]),
         issuer=str(doc["issuer"]),
         order_url=doc.get("order_url"),
         key_type=str(doc["key_type"]),
     )
 
 
-def _utc(text: str) -> datetime:
+def parse_utc(text: str) -> datetime:
+    """An ISO 8601 timestamp with a timezone, in UTC (the state files' format)."""
     value = datetime.fromisoformat(text)
     if value.tzinfo is None:
         raise ValueError(f"timestamp without timezone: {text!r}")
