@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from certfan.config import checks as check
+from certfan.config import dnsmethod
 from certfan.config import notify as notify_section
 from certfan.config.lines import KeyPath, line_map
 from certfan.config.model import (
@@ -225,6 +226,12 @@ _DNS: dict[str, check.Conv[Any]] = {
     "resolvers": check.array(check.endpoint),
     "ns_port": check.port,
     "hook": check.local_path,
+    "hook_timeout": check.seconds(3600),
+    "propagation_check": check.boolean,
+    "provider": check.token,
+    "provider_options": dnsmethod.provider_options,
+    "credentials_file": check.local_path,
+    "credentials_env": dnsmethod.credentials_env,
 }
 
 
@@ -234,6 +241,8 @@ def _dns(ctx: check.Ctx, value: object) -> DnsConfig:
     method = values.get("method", DnsConfig.method)
     if method == "rfc2136":
         table.require("tsig_key_name", "tsig_secret_file", why=' (method = "rfc2136")')
+    elif method == "lexicon":
+        dnsmethod.check_lexicon(ctx, values, table.data)
     else:
         table.require("hook", why=f' (method = "{method}")')
     for name, port in (

@@ -17,7 +17,7 @@ The file format (see ``conf/example.toml`` for a commented example)::
     eab = { kid = "...", hmac_key_file = "..." }     # optional
 
     [dns]
-    method = "rfc2136"                               # or "hook"
+    method = "rfc2136"                               # or "lexicon", "hook"
     server = "127.0.0.1"
     port = 53
     tsig_key_name = "certfan."
@@ -29,6 +29,12 @@ The file format (see ``conf/example.toml`` for a commented example)::
     resolvers = ["127.0.0.1:53"]                      # optional
     ns_port = 53
     hook = "/usr/local/lib/certfan/dns-hook"          # method = "hook"
+    hook_timeout = 60.0                               # method = "hook"
+    propagation_check = true                          # false: skip proving propagation
+    provider = "cloudflare"                           # method = "lexicon"
+    provider_options = { }                            # non-secret lexicon options
+    credentials_env = { auth_token = "CF_API_TOKEN" } # option -> environment variable
+    credentials_file = "/etc/certfan/lexicon.toml"    # option = "secret", mode 0600
 
     [rollout]
     canary = 1
@@ -74,7 +80,7 @@ TSIG_ALGORITHMS = (
     "hmac-sha1",
     "hmac-md5",
 )
-DNS_METHODS = ("rfc2136", "hook")
+DNS_METHODS = ("rfc2136", "lexicon", "hook")
 NOTIFY_EVENTS = ("failed", "halted", "expiring")
 NOTIFY_FORMATS = ("certfan", "slack", "matrix", "discord")
 
@@ -119,6 +125,12 @@ class DnsConfig:
     resolvers: tuple[Endpoint, ...] = ()
     ns_port: int = 53
     hook: Path | None = None
+    hook_timeout: float = 60.0
+    propagation_check: bool = True  # false only skips proving the values are served
+    provider: str | None = None  # method = "lexicon": a dns-lexicon provider name
+    provider_options: tuple[tuple[str, str], ...] = ()  # non-secret, e.g. pdns_server
+    credentials_file: Path | None = None  # TOML: option = "secret", 0600
+    credentials_env: tuple[tuple[str, str], ...] = ()  # option -> environment variable
 
 
 @dataclass(frozen=True)
