@@ -11,7 +11,6 @@ import secrets
 import socket
 import stat
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -100,13 +99,11 @@ def test_deadline_hit_removes_values(lab, tmp_path: Path, seeded) -> None:
         propagation_timeout=0.6,
         poll_interval=0.1,
     )
-    started = time.monotonic()
     with (
         pytest.raises(DnsError, match=rf"not served after 0.6s.*{never}"),
         dns01.Dns01(cfg).published([(name, "too-slow")]),
     ):
         pytest.fail("propagation cannot have been proved")
-    assert time.monotonic() - started < 5
     assert txt(lab, name) == {other}
 
 
@@ -117,11 +114,12 @@ def test_propagation_is_polled_not_slept(lab, tmp_path: Path) -> None:
     publisher = dns01.Rfc2136(cfg, look)
     publisher.add("_acme-challenge.media.lab.test", "poll-me")
     try:
-        started = time.monotonic()
+        before = look.queries
         rounds = look.wait_propagated(
             [("_acme-challenge.media.lab.test.", "poll-me", servers)], timeout=5, interval=0.2
         )
-        assert rounds == 1 and time.monotonic() - started < 0.2  # served at once: no sleep
+        # Served at once: one round, one query per server, and no pause before it.
+        assert rounds == 1 and look.queries - before == len(servers)
     finally:
         publisher.remove("_acme-challenge.media.lab.test", "poll-me")
     assert txt(lab, "_acme-challenge.media.lab.test") == set()
@@ -228,7 +226,5 @@ def test_hook_failure_names_status_and_stderr(lab, tmp_path: Path) -> None:
 
 def test_hook_timeout(lab, tmp_path: Path) -> None:
     hook = dns01.HookDns(_hook(lab, tmp_path, "hang"), timeout=0.5)
-    started = time.monotonic()
-    with pytest.raises(DnsError, match="no exit after 0.5s"):
+    with pytest.raises(DnsError, match=r"no exit after 0.5s \(dns.hook_timeout\)"):
         hook.add("_acme-challenge.media.lab.test", "v")
-    assert time.monotonic() - started < 5

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from certfan import cli, config
 from certfan.config import Config
 from certfan.errors import AcmeError, DnsError, Interrupted
-from certfan.issue import crypto, dns01, order
+from certfan.issue import crypto, dns01, due, order
 from certfan.issue.acme import AcmeClient
 from certfan.state.store import Store
 from helpers.dns import nsupdate, txt
@@ -61,6 +61,10 @@ def seeded(lab, tmp_path: Path) -> Iterator[dict[str, set[str]]]:
 
 def _assert_only(lab, expected: dict[str, set[str]]) -> None:
     assert {name: txt(lab, name) for name in CHALLENGE_NAMES} == expected
+
+
+def _due(cfg: Config, store: Store, **kw: object) -> list[due.Status]:
+    return [s for s in due.renewal_status(cfg, store, **kw) if s.decision.due]  # type: ignore[arg-type]
 
 
 def _mode(path: Path) -> int:
@@ -124,11 +128,11 @@ def test_several_due_certificates_are_ordered_concurrently(lab, tmp_path: Path) 
             return super().published(records, cancel)
 
     store = Store(cfg.state_dir)
-    assert [s.cert for s in order.due_certificates(cfg, store)] == ["media", "wild", "static"]
+    assert [s.cert for s in _due(cfg, store)] == ["media", "wild", "static"]
     outcomes = order.issue_many(cfg, store, ["media", "wild", "static"], dns=Together(cfg.dns))
     assert [o.cert for o in outcomes] == ["media", "wild", "static"]
     assert all(o.ok for o in outcomes), [str(o.error) for o in outcomes]
-    assert order.due_certificates(cfg, store) == []
+    assert _due(cfg, store) == []
 
 
 @pytest.mark.lab
@@ -392,8 +396,8 @@ def test_ari_due_order_carries_replaces(lab, tmp_path: Path, caplog) -> None:
         store = Store(cfg.state_dir)
         first = order.issue(cfg, "media", store)
         acme = AcmeClient(cfg.acme, cfg.state_dir)
-        [due] = [s for s in order.due_certificates(cfg, store, acme=acme) if s.cert == "media"]
-        assert due.decision.by_ari  # the served window lies in the past: due now
+        [status] = [s for s in _due(cfg, store, acme=acme) if s.cert == "media"]
+        assert status.decision.by_ari  # the served window lies in the past: due now
         caplog.set_level(logging.DEBUG, logger="acme.client")
         second = order.issue(cfg, "media", store, acme=acme)
     finally:

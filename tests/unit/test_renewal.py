@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from certfan.config import AcmeConfig, Certificate, Config, DnsConfig, RolloutPolicy
-from certfan.issue import crypto, due, order
+from certfan.issue import crypto, due
 from certfan.issue.acme import AcmeClient
 from certfan.state.store import Store
 from helpers.ari import AriServer
@@ -80,6 +80,14 @@ def test_retry_after_is_clamped_and_defaults_to_six_hours() -> None:
     assert due.needs_fetch(state, "v", T0 + timedelta(hours=1))
     assert due.needs_fetch(state, "other", T0)
     assert due.RenewalState.from_json(state.to_json()) == state
+
+
+def test_retry_after_header_in_seconds_or_as_an_http_date() -> None:
+    assert due.retry_after_seconds("120") == 120.0
+    assert due.retry_after_seconds("-5") == 0.0
+    assert due.retry_after_seconds("Tue, 01 Jan 2030 00:10:00 GMT", T0) == 600.0
+    assert due.retry_after_seconds("soon") is None
+    assert due.retry_after_seconds(None) is None
 
 
 # ---------------------------------------------------------------- ARI over HTTP
@@ -139,7 +147,7 @@ def test_due_follows_the_served_ari_window(tmp_path: Path, ari_server: AriServer
 
     # 1. A window in the future: not due; the moment is inside the window.
     ari_server.window = (T0 + timedelta(days=20), T0 + timedelta(days=22))
-    [status] = order.renewal_status(cfg, store, now, acme=AcmeClient(cfg.acme, tmp_path))
+    [status] = due.renewal_status(cfg, store, now, acme=AcmeClient(cfg.acme, tmp_path))
     assert not status.decision.due and status.decision.by_ari
     moment = status.decision.at
     assert ari_server.window[0] <= moment <= ari_server.window[1]
@@ -149,31 +157,30 @@ def test_due_follows_the_served_ari_window(tmp_path: Path, ari_server: AriServer
     # 2. A later run (new client, same state dir) within Retry-After: no fetch,
     #    and the same random moment (it was chosen once and remembered).
     later = now + timedelta(minutes=30)
-    [status] = order.renewal_status(cfg, store, later, acme=AcmeClient(cfg.acme, tmp_path))
+    [status] = due.renewal_status(cfg, store, later, acme=AcmeClient(cfg.acme, tmp_path))
     assert status.decision.at == moment and len(ari_server.ari_fetches()) == 1
 
     # 3. After Retry-After, the CA moves the window into the past: due now.
     ari_server.window = (T0, T0 + timedelta(days=1))
     after = now + timedelta(hours=2)
-    [status] = order.renewal_status(cfg, store, after, acme=AcmeClient(cfg.acme, tmp_path))
+    [status] = due.renewal_status(cfg, store, after, acme=AcmeClient(cfg.acme, tmp_path))
     assert len(ari_server.ari_fetches()) == 2
     assert status.decision.due and status.decision.by_ari
-    assert order.due_certificates(cfg, store, after, acme=AcmeClient(cfg.acme, tmp_path))
 
     # 4. Reaching the chosen moment of an unchanged window makes it due too.
     ari_server.window = (T0 + timedelta(days=20), T0 + timedelta(days=22))
     ari_server.retry_after = "86400"
     t = T0 + timedelta(days=19)
-    [status] = order.renewal_status(cfg, store, t, acme=AcmeClient(cfg.acme, tmp_path))
+    [status] = due.renewal_status(cfg, store, t, acme=AcmeClient(cfg.acme, tmp_path))
     assert not status.decision.due
-    [status] = order.renewal_status(
+    [status] = due.renewal_status(
         cfg, store, status.decision.at, acme=AcmeClient(cfg.acme, tmp_path)
     )
     assert status.decision.due
 
     # 5. The CA unreachable: the remembered window still decides.
     offline = _config(tmp_path, "http://127.0.0.1:9/dir")
-    [status] = order.renewal_status(offline, store, t, acme=AcmeClient(offline.acme, tmp_path))
+    [status] = due.renewal_status(offline, store, t, acme=AcmeClient(offline.acme, tmp_path))
     assert status.decision.by_ari and not status.decision.due
 
 
@@ -185,14 +192,14 @@ def test_without_ari_the_lifetime_fractions_apply(tmp_path: Path) -> None:
         _stored(store, days=90)
         client = AcmeClient(cfg.acme, tmp_path)
         assert not client.supports_ari
-        [s] = order.renewal_status(cfg, store, T0 + timedelta(days=59), acme=client)
+        [s] = due.renewal_status(cfg, store, T0 + timedelta(days=59), acme=client)
         assert not s.decision.due and s.decision.at == T0 + timedelta(days=60)
-        [s] = order.renewal_status(cfg, store, T0 + timedelta(days=60), acme=client)
+        [s] = due.renewal_status(cfg, store, T0 + timedelta(days=60), acme=client)
         assert s.decision.due and not s.decision.by_ari
         _stored(store, days=6)  # a short-lived one: half its lifetime
-        [s] = order.renewal_status(cfg, store, T0 + timedelta(days=2, hours=23), acme=client)
+        [s] = due.renewal_status(cfg, store, T0 + timedelta(days=2, hours=23), acme=client)
         assert not s.decision.due
-        [s] = order.renewal_status(cfg, store, T0 + timedelta(days=3), acme=client)
+        [s] = due.renewal_status(cfg, store, T0 + timedelta(days=3), acme=client)
         assert s.decision.due and "half" in s.decision.reason
         assert server.ari_fetches() == []
     finally:
@@ -205,7 +212,7 @@ def test_ari_failure_falls_back_to_lifetime(tmp_path: Path, ari_server: AriServe
     cfg = _config(tmp_path, f"{ari_server.base}/dir")
     client = AcmeClient(cfg.acme, tmp_path)
     ari_server.fail = True
-    [s] = order.renewal_status(cfg, store, T0 + timedelta(days=61), acme=client)
+    [s] = due.renewal_status(cfg, store, T0 + timedelta(days=61), acme=client)
     assert s.decision.due and not s.decision.by_ari
     assert len(ari_server.ari_fetches()) == 1
 
@@ -213,7 +220,7 @@ def test_ari_failure_falls_back_to_lifetime(tmp_path: Path, ari_server: AriServe
 def test_missing_or_changed_certificates_are_due(tmp_path: Path) -> None:
     store = Store(tmp_path)
     cfg = _config(tmp_path, "http://127.0.0.1:9/dir")
-    [s] = order.renewal_status(cfg, store, T0)
+    [s] = due.renewal_status(cfg, store, T0)
     assert s.decision.due and "no certificate" in s.decision.reason
     _stored(store, days=90)
     changed = Config(
@@ -224,7 +231,7 @@ def test_missing_or_changed_certificates_are_due(tmp_path: Path) -> None:
         rollout=cfg.rollout,
         certificates={"media": Certificate("media", ("other.lab.test",))},
     )
-    [s] = order.renewal_status(changed, store, T0)
+    [s] = due.renewal_status(changed, store, T0)
     assert s.decision.due and "names" in s.decision.reason
-    [s] = order.renewal_status(cfg, store, T0 + timedelta(days=91))
+    [s] = due.renewal_status(cfg, store, T0 + timedelta(days=91))
     assert s.decision.due and s.decision.reason == "expired"

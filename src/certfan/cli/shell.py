@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import date
 from typing import Any
 
 from certfan import __version__
@@ -160,10 +159,10 @@ def _option_lines(actions: list[argparse.Action]) -> list[str]:
     return lines
 
 
-def manpage(parser: argparse.ArgumentParser, today: date | None = None) -> str:
-    """The man page in roff (man(7) macros): synopsis, each command, options, exit status."""
-    stamp = (today or date.today()).isoformat()
-    lines = [f'.TH CERTFAN 1 "{stamp}" "certfan {__version__}" "User Commands"',
+def manpage(parser: argparse.ArgumentParser) -> str:
+    """The man page in roff (man(7) macros): synopsis, each command, options, exit status.
+    Dated by the version, not the day, so the same parser gives the same page."""
+    lines = [f'.TH CERTFAN 1 "certfan {__version__}" "certfan {__version__}" "User Commands"',
              ".SH NAME", "certfan \\- " + _roff(parser.description or ""),
              ".SH SYNOPSIS", "\\fBcertfan\\fR [\\fIGLOBAL OPTIONS\\fR] \\fICOMMAND\\fR "
              "[\\fIOPTIONS\\fR] (global options may also follow the command)",

@@ -1,47 +1,40 @@
 """ACME (RFC 8555) against one CA: account, order, DNS-01, finalize, ARI, revoke.
 
-The only module importing ``acme``/``josepy``; their errors (and ``requests``'s)
-are translated here into :class:`AcmeError` / :class:`RateLimitedError`
-naming what was being done, for which domain, and what the CA said.
-
-We use ``acme.client.ClientNetwork`` (JWS, nonces, HTTP) and the message
-classes, and drive the order ourselves: the library's pollers sleep a fixed
-second per round and have no way to send ``replaces`` (RFC 9773 section 5).
-
-State: ``<state>/account/<sha256(directory)[:16]>/key.pem`` (0600) and
-``account.json`` (the account URL), directories 0700. With a
-``directory_cache_ttl``, ``directory.json`` there remembers whether the CA
-offers ARI, so a run with nothing to do need not contact the CA at all.
+The only module importing ``acme``, ``josepy`` and ``requests``; their errors
+become :class:`AcmeError` / :class:`RateLimitedError` naming what was being
+done, for which domain, and what the CA said. We use ``ClientNetwork`` (JWS,
+nonces, HTTP) and the messages, and drive the order ourselves: the library's
+pollers sleep a fixed second per round and cannot send ``replaces`` (RFC 9773
+section 5). What is kept on disk about the CA is ``acmestate``'s;
+:func:`client_for` is the one way to make a client for a configuration.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import josepy as jose
 import requests
 from acme import challenges, messages
 from acme import errors as acme_errors
 from acme.client import ClientNetwork, ClientV2
-from cryptography import x509
+from josepy import errors as jose_errors
+from josepy import json_util, jwa, jwk
 
 from certfan import __version__
-from certfan.config import AcmeConfig
-from certfan.errors import AcmeError, CertfanError, Interrupted, RateLimitedError
-from certfan.issue import crypto
-from certfan.issue.due import AriWindow
-from certfan.state import fsutil
+from certfan.config import AcmeConfig, Config
+from certfan.errors import AcmeError, CertfanError, RateLimitedError
+from certfan.issue import crypto, polling
+from certfan.issue.acmestate import CaState, choose_profile, read_secret
+from certfan.issue.dns01 import Dns01Publisher as Dns01Publisher
+from certfan.issue.due import AriWindow, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +43,7 @@ NETWORK_TIMEOUT = 30
 ORDER_TIMEOUT = 300.0  # whole order: authorizations, finalize, download
 NONCE_ATTEMPTS = 6  # badNonce is retryable (RFC 8555 section 6.5); Pebble rejects 5%
 _POLL_START, _POLL_MAX = 0.1, 2.0
-
-
-class Dns01Publisher(Protocol):
-    def published(
-        self, records: Sequence[tuple[str, str]], cancel: threading.Event | None = None
-    ) -> AbstractContextManager[Any]: ...
+DIRECTORY_CACHE_TTL = 24 * 3600.0  # whether the CA offers ARI: a day-old answer is fine
 
 
 @dataclass(frozen=True)
@@ -67,12 +55,12 @@ class Issued:
 @dataclass(frozen=True)
 class _Account:
     uri: str
-    key: jose.JWK
-    alg: jose.JWASignature
+    key: jwk.JWK
+    alg: jwa.JWASignature
 
 
 class _NewOrder(messages.NewOrder):
-    replaces: str | None = jose.field("replaces", omitempty=True)  # RFC 9773 section 5
+    replaces: str | None = json_util.field("replaces", omitempty=True)  # RFC 9773 section 5
 
 
 class _Network(ClientNetwork):
@@ -84,13 +72,10 @@ class _Network(ClientNetwork):
         for attempt in range(1, NONCE_ATTEMPTS + 1):
             try:
                 return self._post_once(*args, **kwargs)
-            except messages.Error as err:
-                if err.code != "badNonce" or attempt == NONCE_ATTEMPTS:
+            except (messages.Error, acme_errors.BadNonce) as err:
+                if attempt == NONCE_ATTEMPTS or getattr(err, "code", "badNonce") != "badNonce":
                     raise
                 log.debug("CA rejected our nonce, retrying (%d/%d)", attempt, NONCE_ATTEMPTS)
-            except acme_errors.BadNonce:
-                if attempt == NONCE_ATTEMPTS:
-                    raise
         raise AssertionError("unreachable")
 
     def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
@@ -101,25 +86,15 @@ class _Network(ClientNetwork):
 class AcmeClient:
     """One CA and one account. Thread-safe: every order gets its own network."""
 
-    def __init__(
-        self,
-        cfg: AcmeConfig,
-        state_dir: Path,
-        *,
-        order_timeout: float = ORDER_TIMEOUT,
-        network_timeout: int = NETWORK_TIMEOUT,
-        directory_cache_ttl: float = 0.0,
-    ):
-        self.cfg = cfg
-        self.state_dir = Path(state_dir)
-        self.order_timeout = order_timeout
-        self.network_timeout = network_timeout
+    def __init__(self, cfg: AcmeConfig, state_dir: Path, *, order_timeout: float = ORDER_TIMEOUT,
+                 network_timeout: int = NETWORK_TIMEOUT, directory_cache_ttl: float = 0.0):
+        self.cfg, self.state_dir = cfg, Path(state_dir)
+        self.order_timeout, self.network_timeout = order_timeout, network_timeout
         self.directory_cache_ttl = directory_cache_ttl  # seconds; 0: always ask the CA
+        self.ca_state = CaState(self.state_dir, cfg.directory)
         self._lock = threading.Lock()
         self._directory: messages.Directory | None = None
         self._account: _Account | None = None
-
-    # ------------------------------------------------------------ directory
 
     def directory(self) -> messages.Directory:
         with self._lock:
@@ -128,81 +103,34 @@ class AcmeClient:
                 with _errors(f"ACME directory {self.cfg.directory}", net, self.cfg):
                     self._directory = ClientV2.get_directory(self.cfg.directory, net)
                 if self.directory_cache_ttl > 0:
-                    self._remember_directory(self._directory)
+                    self.ca_state.remember_ari(_url_in(self._directory, "renewalInfo"))
             return self._directory
 
     @property
     def supports_ari(self) -> bool:
-        cached = self._cached_ari()
-        if cached is not None:
-            return cached
+        if self.directory_cache_ttl > 0 and self._directory is None:
+            cached = self.ca_state.cached_ari(self.directory_cache_ttl)
+            if cached is not None:
+                return cached
         return self._url("renewalInfo") is not None
-
-    def _directory_cache(self) -> Path:
-        return self.account_dir() / "directory.json"
-
-    def _cached_ari(self) -> bool | None:
-        """Whether the CA offers ARI, from a fresh enough cache; None: ask the CA."""
-        if self.directory_cache_ttl <= 0 or self._directory is not None:
-            return None
-        path = self._directory_cache()
-        try:
-            doc = json.loads(path.read_text())
-            fetched = datetime.fromisoformat(doc["fetched_at"])
-            age = (datetime.now(UTC) - fetched).total_seconds()
-            fresh = doc["directory"] == self.cfg.directory and 0 <= age < self.directory_cache_ttl
-            offers = doc["renewal_info"] is not None
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.debug("%s: ignoring directory cache: %r", path, exc)
-            return None
-        if not fresh:
-            return None
-        log.debug("CA offers ARI: %s (cached %.0fs ago in %s)", offers, age, path)
-        return offers
-
-    def _remember_directory(self, directory: messages.Directory) -> None:
-        try:
-            ari: str | None = str(directory["renewalInfo"])
-        except KeyError:
-            ari = None
-        doc = {"directory": self.cfg.directory, "renewal_info": ari,
-               "fetched_at": datetime.now(UTC).isoformat()}
-        path = self._directory_cache()
-        try:
-            fsutil.ensure_dir(path.parent)
-            fsutil.atomic_write(path, json.dumps(doc, indent=2).encode() + b"\n")
-        except OSError as exc:  # only an optimisation: the next run asks the CA again
-            log.warning("%s: cannot cache the ACME directory: %s", path, exc)
 
     def profiles(self) -> dict[str, str]:
         return dict(getattr(self.directory().meta, "profiles", None) or {})
 
     def _url(self, name: str) -> str | None:
-        try:
-            return str(self.directory()[name])
-        except KeyError:
-            return None
+        return _url_in(self.directory(), name)
 
-    def _network(self, account: _Account | None = None, key: jose.JWK | None = None,
-                 alg: jose.JWASignature = jose.RS256) -> _Network:
+    def _network(self, account: _Account | None = None, key: jwk.JWK | None = None,
+                 alg: jwa.JWASignature = jwa.RS256) -> _Network:
         regr = messages.RegistrationResource(uri=account.uri, body=messages.Registration()) \
             if account else None
-        return _Network(
-            key=account.key if account else key,
-            account=regr,
-            alg=account.alg if account else alg,
-            verify_ssl=str(self.cfg.ca_bundle) if self.cfg.ca_bundle else True,  # type: ignore[arg-type]
-            user_agent=USER_AGENT,
-            timeout=self.network_timeout,
-        )
-
-    # ------------------------------------------------------------ account
+        verify = str(self.cfg.ca_bundle) if self.cfg.ca_bundle else True
+        return _Network(key=account.key if account else key, account=regr,
+                        alg=account.alg if account else alg, verify_ssl=verify,  # type: ignore[arg-type]
+                        user_agent=USER_AGENT, timeout=self.network_timeout)
 
     def account_dir(self) -> Path:
-        digest = hashlib.sha256(self.cfg.directory.encode()).hexdigest()[:16]
-        return self.state_dir / "account" / digest
+        return self.ca_state.dir
 
     def account(self) -> _Account:
         """The account for this CA: loaded and confirmed with the CA, or created."""
@@ -213,28 +141,13 @@ class AcmeClient:
             return self._account
 
     def _load_or_create(self, directory: messages.Directory) -> _Account:
-        folder = fsutil.ensure_dir(self.account_dir())
-        key_path, info_path = folder / "key.pem", folder / "account.json"
-        try:
-            if key_path.exists():
-                key_pem = key_path.read_bytes()
-            else:
-                key_pem = crypto.new_key_pem(self.cfg.account_key_type)
-                fsutil.atomic_write(key_path, key_pem, fsutil.KEY_MODE)
-                log.info("created ACME account key %s", key_path)
-            info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        except (OSError, ValueError) as exc:
-            raise AcmeError(f"{folder}: cannot read ACME account: {exc}") from exc
-        key, alg = _jwk(crypto.load_key(key_pem))
+        files = self.ca_state.load_account(self.cfg.account_key_type)
+        key, alg = _jwk(crypto.load_key(files.key_pem))
         client = ClientV2(directory, self._network(key=key, alg=alg))
-        uri = info.get("uri")
-        if uri:
-            uri = self._confirm(client, uri)
+        uri = self._confirm(client, files.uri) if files.uri else None
         if not uri:
             uri = self._register(client, directory, key)
-            doc = {"uri": uri, "directory": self.cfg.directory,
-                   "created": datetime.now(UTC).isoformat()}
-            fsutil.atomic_write(info_path, json.dumps(doc, indent=2).encode() + b"\n")
+            self.ca_state.record_account(uri)
         return _Account(uri=uri, key=key, alg=alg)
 
     def _confirm(self, client: ClientV2, uri: str) -> str | None:
@@ -250,7 +163,7 @@ class AcmeClient:
         log.info("using ACME account %s", found.uri)
         return str(found.uri)
 
-    def _register(self, client: ClientV2, directory: messages.Directory, key: jose.JWK) -> str:
+    def _register(self, client: ClientV2, directory: messages.Directory, key: jwk.JWK) -> str:
         eab = None
         if self.cfg.eab is not None:
             eab = _eab(self.cfg, key, directory)
@@ -258,10 +171,8 @@ class AcmeClient:
             raise AcmeError(f"{self.cfg.directory}: the CA requires external account binding; "
                             "set acme.eab")
         reg = messages.NewRegistration.from_data(
-            email=self.cfg.email,
-            terms_of_service_agreed=self.cfg.agree_tos,
-            external_account_binding=eab,
-        )
+            email=self.cfg.email, terms_of_service_agreed=self.cfg.agree_tos,
+            external_account_binding=eab)
         try:
             with _errors("ACME account registration", client.net, self.cfg):
                 try:
@@ -278,17 +189,8 @@ class AcmeClient:
         log.info("registered ACME account %s", regr.uri)
         return str(regr.uri)
 
-    # ------------------------------------------------------------ order
-
-    def order(
-        self,
-        names: Sequence[str],
-        csr_pem: bytes,
-        dns: Dns01Publisher,
-        *,
-        replaces: str | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Issued:
+    def order(self, names: Sequence[str], csr_pem: bytes, dns: Dns01Publisher, *,
+              replaces: str | None = None, cancel: threading.Event | None = None) -> Issued:
         """Order ``names``, answer DNS-01, finalize with ``csr_pem``; the fullchain."""
         account = self.account()
         net = self._network(account)
@@ -298,12 +200,9 @@ class AcmeClient:
         with _errors(what, net, self.cfg):
             order, url = self._new_order(client, names, replaces)
             log.info("%s: %s", what, url)
-            todo = []
-            for authz_url in order.authorizations:
-                authz = messages.Authorization.from_json(_post_as_get(client, authz_url).json())
-                if authz.status == messages.STATUS_VALID:
-                    continue
-                todo.append((authz_url, authz, _dns01(authz)))
+            authzs = [(u, messages.Authorization.from_json(_post_as_get(client, u).json()))
+                      for u in order.authorizations]
+            todo = [(u, a, _dns01(a)) for u, a in authzs if a.status != messages.STATUS_VALID]
             records = [(c.chall.validation_domain_name(a.identifier.value),
                         c.chall.validation(account.key)) for _, a, c in todo]
             if todo:
@@ -319,7 +218,8 @@ class AcmeClient:
     def _new_order(self, client: ClientV2, names: Sequence[str],
                    replaces: str | None) -> tuple[messages.Order, str]:
         identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in names]
-        new = _NewOrder(identifiers=identifiers, profile=self._profile(), replaces=replaces)
+        profile = choose_profile(self.cfg.profile, self.profiles()) if self.cfg.profile else None
+        new = _NewOrder(identifiers=identifiers, profile=profile, replaces=replaces)
         try:
             response = _post(client, client.directory["newOrder"], new)
         except (acme_errors.ConflictError, messages.Error) as exc:
@@ -329,22 +229,9 @@ class AcmeClient:
             # The old certificate was already replaced (a run that crashed before
             # the flip) or the CA dislikes the field: order without it.
             log.warning("CA refused replaces=%s (%s); ordering without it", replaces, exc)
-            new = _NewOrder(identifiers=identifiers, profile=self._profile())
+            new = _NewOrder(identifiers=identifiers, profile=profile)
             response = _post(client, client.directory["newOrder"], new)
         return messages.Order.from_json(response.json()), response.headers["Location"]
-
-    def _profile(self) -> str | None:
-        wanted = self.cfg.profile
-        if not wanted:
-            return None
-        offered = self.profiles()
-        if not offered:
-            log.warning("the CA offers no profiles; acme.profile %r not requested", wanted)
-            return None
-        if wanted not in offered:
-            raise AcmeError(f"acme.profile {wanted!r} is not offered by the CA "
-                            f"(it offers: {', '.join(sorted(offered))})")
-        return wanted
 
     def _wait_authorization(self, client: ClientV2, url: str, domain: str, deadline: float,
                             cancel: threading.Event | None) -> None:
@@ -360,7 +247,7 @@ class AcmeClient:
 
     def _finalize(self, client: ClientV2, order: messages.Order, url: str, csr_pem: bytes,
                   deadline: float, cancel: threading.Event | None) -> str:
-        csr = x509.load_pem_x509_csr(csr_pem)
+        csr = crypto.load_csr(csr_pem)
         _post(client, order.finalize, messages.CertificateRequest(csr=csr))
         for response in _polls(client, url, deadline, cancel, f"finalizing {url}"):
             order = messages.Order.from_json(response.json())
@@ -370,8 +257,6 @@ class AcmeClient:
                 detail = _problem_text(order.error) if order.error else "no detail"
                 raise AcmeError(f"order {url} became invalid: {detail}")
         raise AssertionError("unreachable")
-
-    # ------------------------------------------------------------ ARI, revoke
 
     def renewal_info(self, cert_pem: bytes) -> AriWindow | None:
         """The CA's suggested renewal window (RFC 9773), None if it has no ARI."""
@@ -384,12 +269,9 @@ class AcmeClient:
             response = net.get(f"{base.rstrip('/')}/{cert_id}")
             info = messages.RenewalInfo.from_json(response.json())
         window = info.suggested_window
-        return AriWindow(
-            start=window.start.astimezone(UTC),
-            end=window.end.astimezone(UTC),
-            retry_after=_retry_after(response),
-            explanation_url=response.json().get("explanationURL"),
-        )
+        return AriWindow(start=window.start.astimezone(UTC), end=window.end.astimezone(UTC),
+                         retry_after=_retry_after(response),
+                         explanation_url=response.json().get("explanationURL"))
 
     def revoke(self, cert_pem: bytes, reason: int = 0, *, key_pem: bytes | None = None) -> None:
         """Revoke (RFC 8555 section 7.6; reason code per RFC 5280 section 5.3.1).
@@ -399,22 +281,23 @@ class AcmeClient:
         account ordered, and is what CAs ask for a keyCompromise revocation.
         """
         cert = crypto.load_cert(cert_pem)
-        if key_pem is None:
-            net = self._network(self.account())
-        else:
-            key, alg = _jwk(crypto.load_key(key_pem))
-            net = self._network(key=key, alg=alg)
+        net = (self._network(self.account()) if key_pem is None
+               else self._network(None, *_jwk(crypto.load_key(key_pem))))
         with _errors(f"revoking serial {cert.serial_number:x}", net, self.cfg):
             ClientV2(self.directory(), net).revoke(cert, reason)
         log.info("revoked certificate serial %x (reason %d, signed with the %s key)",
                  cert.serial_number, reason, "account" if key_pem is None else "certificate")
 
 
-# ---------------------------------------------------------------- helpers
-
-
 def _post(client: ClientV2, url: str, obj: Any) -> requests.Response:
     return client.net.post(url, obj, new_nonce_url=client.directory["newNonce"])
+
+
+def _url_in(directory: messages.Directory, name: str) -> str | None:
+    try:
+        return str(directory[name])
+    except KeyError:
+        return None
 
 
 def _post_as_get(client: ClientV2, url: str) -> requests.Response:
@@ -424,20 +307,14 @@ def _post_as_get(client: ClientV2, url: str) -> requests.Response:
 def _polls(client: ClientV2, url: str, deadline: float, cancel: threading.Event | None,
            what: str) -> Iterator[requests.Response]:
     """POST-as-GET ``url`` until the caller stops; short first waits, Retry-After honoured."""
-    wait = _POLL_START
-    while True:
+    response = _post_as_get(client, url)
+    yield response
+    for wait, left in polling.backoff(deadline, _POLL_START, _POLL_MAX):
+        hinted = _retry_after(response)
+        polling.pause(min(hinted if hinted is not None else wait, left), cancel, what)
         response = _post_as_get(client, url)
         yield response
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AcmeError(f"{what}: no result before the order deadline")
-        hinted = _retry_after(response)
-        pause = min(hinted if hinted is not None else wait, left)
-        if cancel is not None and cancel.wait(pause):
-            raise Interrupted(f"{what}: interrupted")
-        if cancel is None:
-            time.sleep(pause)
-        wait = min(wait * 2, _POLL_MAX)
+    raise AcmeError(f"{what}: no result before the order deadline")
 
 
 def _dns01(authz: messages.Authorization) -> messages.ChallengeBody:
@@ -451,46 +328,31 @@ def _domain(authz: messages.Authorization) -> str:
     return ("*." if authz.wildcard else "") + authz.identifier.value
 
 
-def _jwk(key: crypto.PrivateKey) -> tuple[jose.JWK, jose.JWASignature]:
+def _jwk(key: crypto.PrivateKey) -> tuple[jwk.JWK, jwa.JWASignature]:
     kind = crypto.key_type_of(key)
     if kind == "ec-p256":
-        return jose.JWKEC(key=key), jose.ES256
+        return jwk.JWKEC(key=key), jwa.ES256
     if kind == "ec-p384":
-        return jose.JWKEC(key=key), jose.ES384
+        return jwk.JWKEC(key=key), jwa.ES384
     if kind.startswith("rsa-"):
-        return jose.JWKRSA(key=key), jose.RS256
+        return jwk.JWKRSA(key=key), jwa.RS256
     raise AcmeError(f"unsupported ACME account key type {kind}")
 
 
-def _eab(cfg: AcmeConfig, key: jose.JWK, directory: messages.Directory) -> dict[str, Any]:
-    assert cfg.eab is not None
+def _eab(cfg: AcmeConfig, key: jwk.JWK, directory: messages.Directory) -> dict[str, Any]:
+    if cfg.eab is None:
+        raise AcmeError("no acme.eab configured")
     path = cfg.eab.hmac_key_file
     try:
-        hmac_key = path.read_text().strip()
         return messages.ExternalAccountBinding.from_data(
-            account_public_key=key.public_key(), kid=cfg.eab.kid, hmac_key=hmac_key,
-            directory=directory)
-    except OSError as exc:
-        raise AcmeError(f"{path}: cannot read EAB HMAC key: {exc.strerror}") from None
-    except (ValueError, jose.errors.Error):
+            account_public_key=key.public_key(), kid=cfg.eab.kid,
+            hmac_key=read_secret(path, "EAB HMAC key"), directory=directory)
+    except (ValueError, jose_errors.Error):
         raise AcmeError(f"{path}: EAB HMAC key is not base64url") from None
 
 
 def _retry_after(response: requests.Response | None) -> float | None:
-    value = response.headers.get("Retry-After") if response is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return retry_after_seconds(None if response is None else response.headers.get("Retry-After"))
 
 
 def _problem_text(err: messages.Error) -> str:
@@ -512,8 +374,7 @@ def _errors(what: str, net: ClientNetwork | None, cfg: AcmeConfig) -> Iterator[N
         for sub in err.subproblems or ():
             detail += f"; {sub.identifier.value if sub.identifier else ''}: {_problem_text(sub)}"
         if err.code == "rateLimited":
-            response = getattr(net, "last_response", None)
-            retry = _retry_after(response)
+            retry = _retry_after(getattr(net, "last_response", None))
             hint = f"; retry after {retry:.0f}s" if retry is not None else ""
             raise RateLimitedError(f"rate limited: {detail}{hint}", retry_after=retry) from err
         raise AcmeError(detail) from err
@@ -529,5 +390,10 @@ def _errors(what: str, net: ClientNetwork | None, cfg: AcmeConfig) -> Iterator[N
         raise AcmeError(f"{what}: cannot reach the CA: {err}") from err
     except OSError as err:  # requests: an unreadable acme.ca_bundle
         raise AcmeError(f"{what}: {err}") from err
-    except (jose.errors.Error, KeyError, ValueError) as err:
+    except (jose_errors.Error, KeyError, ValueError) as err:
         raise AcmeError(f"{what}: unexpected answer from the CA: {err!r}") from err
+
+
+def client_for(cfg: Config) -> AcmeClient:
+    """The ACME client for ``cfg``'s CA (whether it offers ARI cached for a day)."""
+    return AcmeClient(cfg.acme, cfg.state_dir, directory_cache_ttl=DIRECTORY_CACHE_TTL)

@@ -1,11 +1,10 @@
-"""The issuance pipeline: which certificates are due, and getting them.
+"""The issuance pipeline: getting certificates (whether they are due: ``due``).
 
     issue(cfg, cert, store):  key + CSR -> ACME order answered by DNS-01
                               -> store.save (on disk first) -> store.activate
     issue_many(...):          the same for several certificates at once,
                               bounded concurrency, one outcome per certificate
-    renewal_status(...):      a Decision per certificate (ARI, else lifetime;
-                              not due while a rate limit's Retry-After runs)
+    adopt_unactivated, remove_dns_leftovers: what a killed run left behind
 
 Collaborators (the ACME client, the DNS-01 publisher) are passed in so tests
 can hand in lab-bound or fault-injecting ones; by default they come from the
@@ -14,32 +13,29 @@ configuration.
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 
 from certfan.config import Certificate, Config
-from certfan.errors import AcmeError, CertfanError, Interrupted, RateLimitedError, StoreError
-from certfan.issue import crypto, dns01, due
-from certfan.issue.acme import AcmeClient, Dns01Publisher
-from certfan.state import fsutil
+from certfan.errors import AcmeError, CertfanError, Interrupted, StoreError
+from certfan.issue import crypto, dns01
+from certfan.issue.acme import AcmeClient, Dns01Publisher, client_for
+from certfan.issue.due import Status, note_rate_limits, renewal_status
 from certfan.state import trust
 from certfan.state.store import Release, Store
+
+# Due-ness lives in ``due``; these names stay importable from here for the commands.
+__all__ = ["Outcome", "Status", "adopt_unactivated", "issue", "issue_many", "make_dns",
+           "note_rate_limits", "remove_dns_leftovers", "renewal_status"]
 
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_ORDERS = 4
 CANCEL_GRACE = 60.0  # seconds to let workers clean DNS up after Ctrl-C
-RENEWAL_STATE = "due.json"
-BACKOFF = "backoff.json"  # a CA's rate limit: renew does not order again before "until"
-BACKOFF_DEFAULT = timedelta(hours=1)  # when the CA sent no Retry-After
-BACKOFF_MAX = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -53,13 +49,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.release is not None
-
-
-@dataclass(frozen=True)
-class Status:
-    cert: str
-    decision: due.Decision
-    current: Release | None
 
 
 def make_dns(cfg: Config) -> dns01.Dns01:
@@ -106,10 +95,6 @@ def remove_dns_leftovers(cfg: Config, dns: Dns01Publisher | None = None) -> None
                     "tries again", left)
 
 
-def make_acme(cfg: Config) -> AcmeClient:
-    return AcmeClient(cfg.acme, cfg.state_dir)
-
-
 # ---------------------------------------------------------------- issuing
 
 
@@ -125,7 +110,7 @@ def issue(
     """Issue ``cert`` now, store it as a new version and make it current."""
     if isinstance(cert, str):
         cert = cfg.certificate(cert)
-    acme = acme or make_acme(cfg)
+    acme = acme or client_for(cfg)
     dns = dns or make_dns(cfg)
     current = store.current(cert.name)
     key_pem = _key_for(cert, current)
@@ -165,7 +150,7 @@ def issue_many(
     """
     if not certs:
         return []
-    acme = acme or make_acme(cfg)
+    acme = acme or client_for(cfg)
     dns = dns or make_dns(cfg)
     try:
         acme.account()  # create (or confirm) the account once, before the fan-out
@@ -229,126 +214,4 @@ def _replaces(acme: AcmeClient, current: Release | None) -> str | None:
         return crypto.ari_cert_id(current.file("cert.pem").read_bytes())
     except (OSError, CertfanError) as exc:
         log.warning("%s: not sending replaces: %s", current.cert, exc)
-        return None
-
-
-# ---------------------------------------------------------------- due-ness
-
-
-def renewal_status(
-    cfg: Config,
-    store: Store,
-    now: datetime | None = None,
-    *,
-    acme: AcmeClient | None = None,
-    rng: random.Random | None = None,
-) -> list[Status]:
-    """A decision for every configured certificate, in config order.
-
-    ``acme`` defaults to a client for the configured CA; when the CA cannot be
-    reached, windows remembered from earlier runs still count, else lifetime.
-    """
-    now = now or datetime.now(UTC)
-    rng = rng or random.Random()
-    acme = acme or make_acme(cfg)
-    try:
-        ari: AcmeClient | None = acme if acme.supports_ari else None
-        remembered = ari is not None
-    except CertfanError as exc:
-        log.warning("cannot ask the CA for renewal information (%s); using what we know", exc)
-        ari, remembered = None, True
-    return [_backed_off(_status(cert, store, now, ari, remembered, rng), store, now)
-            for cert in cfg.certificates.values()]
-
-
-def due_certificates(
-    cfg: Config,
-    store: Store,
-    now: datetime | None = None,
-    *,
-    acme: AcmeClient | None = None,
-    rng: random.Random | None = None,
-) -> list[Status]:
-    """The certificates to issue now (ARI when the CA offers it, else lifetime)."""
-    return [s for s in renewal_status(cfg, store, now, acme=acme, rng=rng) if s.decision.due]
-
-
-def _status(cert: Certificate, store: Store, now: datetime, acme: AcmeClient | None,
-            remembered: bool, rng: random.Random) -> Status:
-    current = store.current(cert.name)
-    if current is None:
-        return Status(cert.name, due.Decision(True, now, "no certificate yet"), None)
-    if set(current.names) != {d.lower() for d in cert.domains}:
-        return Status(cert.name, due.Decision(True, now, "names changed in config"), current)
-    if current.key_type != cert.key_type:
-        return Status(cert.name, due.Decision(True, now, "key type changed in config"), current)
-    if now >= current.not_after:
-        return Status(cert.name, due.Decision(True, current.not_after, "expired"), current)
-    state = _ari_state(cert, store, current, now, acme, rng) if remembered else None
-    if state is not None:
-        return Status(cert.name, due.by_ari(state, now), current)
-    return Status(cert.name, due.by_lifetime(current.not_before, current.not_after, now),
-                  current)
-
-
-def _backed_off(status: Status, store: Store, now: datetime) -> Status:
-    """``status``, not due while the CA's Retry-After from an earlier rate limit runs."""
-    if not status.decision.due:
-        return status
-    doc = fsutil.read_json(store.cert_dir(status.cert) / BACKOFF, "rate-limit back-off")
-    try:
-        until = datetime.fromisoformat(doc["until"]) if doc else None
-    except (KeyError, TypeError, ValueError):
-        until = None  # unreadable: better to ask the CA again than to stop renewing
-    if until is None or now >= until:
-        return status
-    reason = f"{status.decision.reason}; rate limited by the CA until {until:%Y-%m-%d %H:%M}Z"
-    return Status(status.cert, due.Decision(False, until, reason), status.current)
-
-
-def note_rate_limits(store: Store, outcomes: Sequence[Outcome], now: datetime) -> None:
-    """Remember each rate limit's Retry-After so the next timer run does not hammer the CA."""
-    for outcome in outcomes:
-        if isinstance(outcome.error, RateLimitedError):
-            wait_for = (timedelta(seconds=outcome.error.retry_after)
-                        if outcome.error.retry_after else BACKOFF_DEFAULT)
-            until = now + min(max(wait_for, timedelta(0)), BACKOFF_MAX)
-            doc = {"until": until.isoformat(), "error": str(outcome.error)}
-            fsutil.ensure_dir(store.cert_dir(outcome.cert))
-            fsutil.atomic_write(store.cert_dir(outcome.cert) / BACKOFF,
-                                json.dumps(doc, indent=2).encode() + b"\n")
-            log.warning("%s: rate limited; renew will not order again before %s",
-                        outcome.cert, until.isoformat(), extra={"cert": outcome.cert})
-        elif outcome.ok:
-            (store.cert_dir(outcome.cert) / BACKOFF).unlink(missing_ok=True)
-
-
-def _ari_state(cert: Certificate, store: Store, current: Release, now: datetime,
-               acme: AcmeClient | None, rng: random.Random) -> due.RenewalState | None:
-    """The remembered ARI state, refreshed from the CA (``acme``) when it is time."""
-    path = store.cert_dir(cert.name) / RENEWAL_STATE
-    state = _load_state(path)
-    if acme is not None and due.needs_fetch(state, current.version, now):
-        try:
-            window = acme.renewal_info(current.file("cert.pem").read_bytes())
-        except (OSError, CertfanError) as exc:
-            log.warning("%s: no renewal information (%s); using what we know", cert.name, exc)
-            window = None
-        if window is not None:
-            state = due.update_state(state, current.version, window, now, rng)
-            fsutil.atomic_write(path, json.dumps(state.to_json(), indent=2).encode() + b"\n")
-            log.debug("%s: ARI window %s..%s, renew at %s, next check %s", cert.name,
-                      window.start, window.end, state.renew_at, state.next_check)
-    if state is None or state.version != current.version:
-        return None
-    return state
-
-
-def _load_state(path: Path) -> due.RenewalState | None:
-    try:
-        return due.RenewalState.from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("%s: ignoring unreadable renewal state: %s", path, exc)
         return None
