@@ -110,14 +110,6 @@ def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
         raise CryptoError(f"not a PEM certificate request: {exc}") from exc
 
 
-def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
-    """A PEM CSR as the object the ACME finalize message carries."""
-    try:
-        return x509.load_pem_x509_csr(pem)
-    except ValueError as exc:
-        raise CryptoError(f"not a PEM certificate request: {exc}") from exc
-
-
 def split_pem_chain(pem: bytes) -> list[bytes]:
     """Every certificate block in ``pem``, in order, each ending with a newline."""
     blocks = [m.group(0).replace(b"\r\n", b"\n") + b"\n" for m in _PEM_CERT.finditer(pem)]
