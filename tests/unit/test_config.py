@@ -357,7 +357,7 @@ CASES = [
     (
         "[dns]",
         '[dns]\nmethod = "nsupdate"',
-        "c.toml:5: dns.method: must be one of rfc2136, hook; got 'nsupdate'",
+        "c.toml:5: dns.method: must be one of rfc2136, lexicon, hook; got 'nsupdate'",
     ),
 ]
 
