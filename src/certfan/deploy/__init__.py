@@ -1,1 +1,2 @@
-"""Deploy: plan the remote steps (pure), run them on one host, roll a release out over the fleet, prove it by TLS handshake."""
+"""Deploy: plan the remote work (pure), run it on one host, roll a release out over the
+fleet on one fan-out, prove it by TLS handshakes."""

@@ -1,14 +1,16 @@
-"""Run one job per host, a bounded number at a time, each with a deadline.
+"""The one fan-out: a job per item, a bounded number at a time, each with a deadline.
 
-For the read-mostly fan-outs (status, prune); rollouts have their own, which
-also knows about canaries and halting. Every host gets exactly one
-:class:`Done`: its value, the exception its job raised, or ``lost`` when it
-outlived the deadline. Workers are daemon threads, so a host wedged past every
-socket timeout can neither block the result nor keep the process alive.
+Used by the rollout (canary gate, waves, rollback), ``status`` and ``prune``.
+Every item gets exactly one :class:`Done`, in input order: the job's value, the
+exception it raised, ``LOST`` when it outlived its deadline, or ``SKIPPED`` when
+``stop()`` said so before it started. Workers are daemon threads, so a job
+wedged past every socket timeout can neither block the result nor keep the
+process alive; its late result is dropped.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import queue
 import threading
@@ -18,56 +20,101 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from certfan.config import Host
-
 log = logging.getLogger(__name__)
 
+K = TypeVar("K")
 T = TypeVar("T")
+
+
+class DoneKind(enum.Enum):
+    VALUE = "value"
+    RAISED = "raised"
+    LOST = "lost"  # no result before the deadline; its thread was left behind
+    SKIPPED = "skipped"  # never started: stop() was true
 
 
 @dataclass(frozen=True)
 class Done(Generic[T]):
+    kind: DoneKind
     value: T | None = None
     error: BaseException | None = None
-    lost: bool = False  # no result before the deadline; its thread was left behind
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.lost
+        return self.kind is DoneKind.VALUE
+
+    @property
+    def lost(self) -> bool:
+        return self.kind is DoneKind.LOST
+
+    def why(self, deadline: float) -> str:
+        """One line for a result that is not a value."""
+        if self.kind is DoneKind.LOST:
+            return f"no answer within {deadline:g}s"
+        if self.kind is DoneKind.SKIPPED:
+            return "not started"
+        return str(self.error) or repr(self.error)
 
 
-def each_host(
-    hosts: Sequence[Host], job: Callable[[Host], T], *, concurrency: int, deadline: float
-) -> dict[str, Done[T]]:
-    """``job(host)`` for every host, ``concurrency`` at a time, ``deadline`` seconds each."""
-    results: queue.Queue[tuple[str, Done[T]]] = queue.Queue()
-    pending = deque(hosts)
-    running: dict[str, float] = {}
-    done: dict[str, Done[T]] = {}
+def fan_out(
+    items: Sequence[K],
+    job: Callable[[K], T],
+    *,
+    concurrency: int,
+    deadline: float,
+    name: Callable[[K], str] = str,
+    stop: Callable[[], bool] | None = None,
+    on_done: Callable[[K, Done[T]], None] | None = None,
+) -> list[Done[T]]:
+    """``job(item)`` for every item, ``concurrency`` at a time, ``deadline`` seconds each.
 
-    def worker(host: Host) -> None:
+    ``on_done`` runs in the calling thread as each item finishes (so it may
+    decide ``stop()`` for the items not yet started).
+    """
+    results: queue.Queue[tuple[int, Done[T]]] = queue.Queue()
+    pending = deque(range(len(items)))
+    running: dict[int, float] = {}
+    done: dict[int, Done[T]] = {}
+
+    def finish(index: int, outcome: Done[T]) -> None:
+        done[index] = outcome
+        if on_done is not None:
+            on_done(items[index], outcome)
+
+    def worker(index: int) -> None:
         try:
-            outcome: Done[T] = Done(value=job(host))
-        except Exception as exc:  # the host's outcome, reported by the caller
-            log.debug("%s: %r", host.name, exc, exc_info=True)
-            outcome = Done(error=exc)
-        results.put((host.name, outcome))
+            outcome: Done[T] = Done(DoneKind.VALUE, value=job(items[index]))
+        except BaseException as exc:  # the item's outcome, reported by the caller
+            log.debug("%s: %r", name(items[index]), exc, exc_info=True)
+            outcome = Done(DoneKind.RAISED, error=exc)
+        results.put((index, outcome))
 
     while pending or running:
         while pending and len(running) < max(1, concurrency):
-            host = pending.popleft()
-            running[host.name] = time.monotonic() + deadline
-            threading.Thread(target=worker, args=(host,), name=f"certfan-{host.name}",
-                             daemon=True).start()
+            if stop is not None and stop():
+                while pending:
+                    finish(pending.popleft(), Done(DoneKind.SKIPPED))
+                break
+            index = pending.popleft()
+            running[index] = time.monotonic() + deadline
+            threading.Thread(
+                target=worker, args=(index,), name=f"certfan-{name(items[index])}", daemon=True
+            ).start()
+        if not running:
+            continue
         try:
-            name, outcome = results.get(timeout=max(0.0, min(running.values()) - time.monotonic()))
+            index, outcome = results.get(
+                timeout=max(0.0, min(running.values()) - time.monotonic())
+            )
         except queue.Empty:
             now = time.monotonic()
-            for name, limit in list(running.items()):
+            for index, limit in list(running.items()):
                 if limit <= now:
-                    del running[name]
-                    done[name] = Done(lost=True)
+                    del running[index]
+                    finish(index, Done(DoneKind.LOST))
             continue
-        if running.pop(name, None) is not None:
-            done[name] = outcome
-    return {h.name: done[h.name] for h in hosts}
+        if running.pop(index, None) is not None:
+            finish(index, outcome)
+        else:
+            log.warning("%s: result arrived after its deadline; ignored", name(items[index]))
+    return [done[i] for i in range(len(items))]

@@ -1,95 +1,99 @@
-"""Roll a release out to a fleet: canary first, then the rest, halt, roll back.
+"""Roll a release out to a fleet: canary first, every other host staged meanwhile.
 
-Each host is taken through its steps (upload, flip, test, reload, prove, or
-flip back) by :class:`certfan.hostrun.HostRun`, over one SSH connection.
+Each host is taken through its steps by :class:`certfan.deploy.hostrun.HostRun`
+over one SSH connection, all on the one fan-out (fanout.py).
 
-Fleet policy (``RolloutPolicy``): the first ``canary`` hosts one at a time,
-each fully proven; then the rest, ``concurrency`` at a time. Each failure
-spends the budget; when more hosts failed than ``failure_budget`` allows, no
-further host is started (``skipped: halted``) and, with ``rollback_on_halt``,
-hosts this rollout moved to the new version are moved back.
+The wave: every host connects at once (``concurrency`` at a time). The canary
+(the first host in order, see policy.retried_first) does its whole exchange
+and is proven; meanwhile every other host connects and stages the version
+(nothing live changes). A canary that cannot be reached hands its role to the
+next staged host. Once ``canary`` hosts are proven, the staged hosts only
+flip, test, reload and prove. A rejected canary leaves every other live
+pointer where it was (their staged directories are left for prune).
 
-Every host gets exactly one :class:`HostOutcome`: a host thread that raises
-is reported as failed, and one that outlives its deadline is reported as
-lost rather than waited for forever.
+Failures are classified and judged by policy.py: rejected hosts spend the
+failure budget, unreachable ones only the unreachable guard; only a spent
+failure budget moves hosts back (``rollback_on_halt``), and never to a
+version that is revoked or about to expire. Every host gets exactly one
+:class:`HostOutcome`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from datetime import UTC, datetime
 
-from certfan.config import Config, Host, RolloutPolicy
+from certfan.config import Host, RolloutPolicy
 from certfan.deploy import plan as remote
-from certfan.deploy import probe, ssh
-from certfan.deploy.hostrun import (
+from certfan.deploy import policy as rules
+from certfan.deploy.fanout import Done, DoneKind, fan_out
+from certfan.deploy.hostrun import HostRun
+from certfan.deploy.model import (
+    DEPLOYED,
     FAILED,
     SKIPPED,
     Connect,
     Event,
+    Failure,
     HostOutcome,
     HostPlan,
-    HostRun,
     Prober,
     Undo,
+    default_connect,
+    default_prober,
 )
 from certfan.deploy.plan import FileSpec
-from certfan.errors import ConfigError, StoreError
-from certfan.state.deploy import DeployState
-from certfan.state.store import Release, Store
+from certfan.deploy.targets import select_targets
+from certfan.errors import CertfanError, StoreError
+from certfan.state import fsutil
+from certfan.state.deploy import DeployState, HostDeploy
+from certfan.state.store import Release
 
 log = logging.getLogger(__name__)
+
+Result = tuple[HostOutcome, Undo | None]
+__all__ = ["Report", "plan", "push", "release_files", "select_targets"]
 
 
 @dataclass(frozen=True)
 class Report:
     outcomes: tuple[HostOutcome, ...]
     halted_by: HostOutcome | None = None  # the failure that spent the budget
-    warnings: tuple[str, ...] = ()  # e.g. the deploy state could not be saved
+    warnings: tuple[str, ...] = ()  # held forward, deploy state not saved, ...
 
     @property
     def ok(self) -> bool:
         return all(o.ok for o in self.outcomes)
 
 
-def release_files(release: Release) -> tuple[FileSpec, ...]:
-    """Sizes and digests of the files to upload (the remote side checks them)."""
-    specs = []
+def release_files(release: Release) -> tuple[tuple[FileSpec, ...], bytes]:
+    """The files to upload (sizes and digests the remote side checks) and stdin for them."""
+    contents = {}
     for name in remote.RELEASE_FILES:
         path = release.file(name)
         try:
-            data = path.read_bytes()
+            contents[name] = path.read_bytes()
         except OSError as exc:
             raise StoreError(f"{path}: cannot read release file: {exc}") from exc
-        specs.append(FileSpec(name, len(data), hashlib.sha256(data).hexdigest(), path))
-    return tuple(specs)
-
-
-# ---------------------------------------------------------------- the fleet
-
-T = TypeVar("T")
-_SKIP = object()  # fan-out marker: never started, the rollout had halted
-_LOST = object()  # fan-out marker: no result before the host's deadline
+    return remote.release_specs(release, contents), b"".join(contents.values())
 
 
 def host_deadline(policy: RolloutPolicy) -> float:
-    """Upper bound of one host's run: every connect, command and proof at its limit."""
-    return 2 * policy.connect_timeout + 10 * policy.command_timeout + 2 * policy.verify_timeout + 1
+    """Upper bound of one host's exchange: connects, execs and proofs at their limits."""
+    exec_limit = 2 * policy.command_timeout + policy.verify_timeout
+    return 2 * policy.connect_timeout + 3 * exec_limit + 3 * policy.verify_timeout + 1
 
 
 def push(
     targets: Sequence[tuple[Release, Sequence[Host]]],
     policy: RolloutPolicy,
     *,
-    connect: Connect = ssh.connect,
-    prober: Prober = probe.served_leaf,
+    connect: Connect = default_connect,
+    prober: Prober = default_prober,
     on_event: Callable[[Event], None] | None = None,
     deploy_state: DeployState | None = None,
 ) -> Report:
@@ -101,40 +105,71 @@ def push(
     return Report(tuple(outcomes), fleet.halted_by, tuple(fleet.warnings))
 
 
-def rollout(
-    hosts: Sequence[Host],
-    release: Release,
-    policy: RolloutPolicy,
-    *,
-    connect: Connect = ssh.connect,
-    prober: Prober = probe.served_leaf,
-    on_event: Callable[[Event], None] | None = None,
-    deploy_state: DeployState | None = None,
-) -> Report:
-    """One release to ``hosts``: :func:`push` with a single target."""
-    return push(
-        [(release, hosts)],
-        policy,
-        connect=connect,
-        prober=prober,
-        on_event=on_event,
-        deploy_state=deploy_state,
-    )
-
-
 def plan(
     targets: Sequence[tuple[Release, Sequence[Host]]],
     policy: RolloutPolicy,
     *,
-    connect: Connect = ssh.connect,
-    prober: Prober = probe.served_leaf,
+    connect: Connect = default_connect,
+    prober: Prober = default_prober,
 ) -> list[HostPlan]:
     """What push would do, per host; connects and reads, changes nothing."""
-    fleet = _Fleet(policy, connect, prober, None, None)
     plans: list[HostPlan] = []
     for release, hosts in targets:
-        plans += fleet.plan(release, tuple(hosts))
+        files, _ = release_files(release)
+        runs = [HostRun(h, release, policy, files, b"", connect=connect, prober=prober,
+                        emit=lambda e: None) for h in hosts]
+        done = fan_out(runs, HostRun.plan, concurrency=policy.concurrency,
+                       deadline=host_deadline(policy), name=lambda r: r.host.name)
+        plans += [d.value if d.ok and d.value else HostPlan(
+            r.host.name, release.cert, release.version, error=d.why(host_deadline(policy)))
+            for r, d in zip(runs, done, strict=True)]
     return plans
+
+
+class _Gate:
+    """The canary gate: staged hosts wait here until enough canaries are proven."""
+
+    GO, CANARY, STOP = "go", "canary", "stop"
+
+    def __init__(self, needed: int, first_busy: bool):
+        self.needed = needed
+        self.proven = 0
+        self.busy = first_busy  # a canary is at work
+        self.shut = False
+        self.waiting: set[int] = set()
+        self.cond = threading.Condition()
+
+    @property
+    def open(self) -> bool:
+        return self.proven >= self.needed
+
+    def wait(self, index: int, deadline: float) -> str:
+        with self.cond:
+            self.waiting.add(index)
+            try:
+                while True:
+                    if self.open:
+                        return self.GO
+                    if self.shut:
+                        return self.STOP
+                    if not self.busy and index == min(self.waiting):
+                        self.busy = True
+                        return self.CANARY
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return self.STOP
+                    self.cond.wait(left)
+            finally:
+                self.waiting.discard(index)
+
+    def report(self, outcome: HostOutcome | None) -> None:
+        with self.cond:
+            self.busy = False
+            if outcome is not None and outcome.ok:
+                self.proven += 1
+            elif outcome is None or outcome.failure is not Failure.UNREACHABLE:
+                self.shut = True  # a rejected canary: nothing else is touched
+            self.cond.notify_all()
 
 
 class _Fleet:
@@ -150,8 +185,8 @@ class _Fleet:
         self.connect = connect
         self.prober = prober
         self.state = state
-        self.failures = 0
         self.halted_by: HostOutcome | None = None
+        self.rollback = False  # the halt was the failure budget: move flipped hosts back
         self.warnings: list[str] = []
         self._on_event = on_event
         self._event_lock = threading.Lock()
@@ -165,102 +200,151 @@ class _Fleet:
             except Exception:  # a display bug must not abort a host half-way
                 log.exception("event callback failed on %s", event)
 
-    def run_for(self, host: Host, release: Release, files: Sequence[FileSpec]) -> HostRun:
-        return HostRun(
-            host,
-            release,
-            self.policy,
-            files,
-            connect=self.connect,
-            prober=self.prober,
-            emit=self.emit,
-        )
-
     def roll(self, release: Release, hosts: tuple[Host, ...]) -> list[HostOutcome]:
-        files = release_files(release)
-        runs = {h.name: self.run_for(h, release, files) for h in hosts}
+        files, stdin = release_files(release)
+        given = hosts
+        if self.state is not None:
+            hosts = rules.retried_first(hosts, self._recorded(release.cert))
+        runs = [HostRun(h, release, self.policy, files, stdin, connect=self.connect,
+                        prober=self.prober, emit=self.emit) for h in hosts]
+        self._save(lambda s: s.set_desired(release.cert, [h.name for h in hosts],
+                                           release.version))
+        canaries = min(self.policy.canary, len(hosts))
+        gate = _Gate(canaries, first_busy=canaries > 0)
+        budget = rules.allowed(self.policy.failure_budget, len(hosts))
+        guard = rules.allowed(self.policy.max_unreachable, len(hosts))
+        counts = {Failure.REJECTED: 0, Failure.UNREACHABLE: 0}
+        deadline = host_deadline(self.policy) * (2 + canaries)
         outcomes: dict[str, HostOutcome] = {}
         undo: dict[str, Undo] = {}
-        self._save(lambda s: s.set_desired(release.cert, list(runs), release.version))
 
-        def finish(host: Host, value: object) -> None:
-            outcome, done = self._outcome_of(runs[host.name], value)
-            outcomes[host.name] = outcome
-            if done is not None:
-                undo[host.name] = done
+        def job(run: HostRun) -> Result:
+            index = runs.index(run)
+            if index == 0 and canaries:
+                result: Result | None = None
+                try:
+                    result = run.deploy()
+                finally:
+                    gate.report(result[0] if result else None)
+                return result
+            if gate.open or self.halted_by is not None:
+                return self._late(run)
+            staged = run.stage()
+            if staged is not None:
+                return staged, None
+            verdict = gate.wait(index, time.monotonic() + deadline / 2)
+            if verdict == gate.STOP or self.halted_by is not None:
+                return run.skipped("not changed: the canary was not proven"), None
+            if verdict == gate.GO:
+                return run.apply()
+            result = None
+            try:
+                result = run.apply()
+            finally:
+                gate.report(result[0] if result else None)
+            return result
+
+        def finish(run: HostRun, done: Done[Result]) -> None:
+            outcome, flipped = self._outcome_of(run, done)
+            outcomes[run.host.name] = outcome
+            if flipped is not None and outcome.result is DEPLOYED:
+                undo[run.host.name] = flipped
+            self._record(outcome)
+            kind = Failure.REJECTED if outcome.failure is Failure.ROLLBACK_FAILED else (
+                outcome.failure)
+            if kind is None or self.halted_by is not None:
+                return
+            counts[kind] += 1
+            limit = budget if kind is Failure.REJECTED else guard
+            if counts[kind] > limit:
+                self.halted_by, self.rollback = outcome, kind is Failure.REJECTED
+                log.error("rollout halted: %d %s host(s), %s tolerated; last %s at %s",
+                          counts[kind], kind.value, limit, outcome.host, outcome.failed_step,
+                          extra={"host": outcome.host, "cert": outcome.cert,
+                                 "step": outcome.failed_step})
+                with gate.cond:
+                    gate.shut = True
+                    gate.cond.notify_all()
+
+        fan_out(runs, job, concurrency=self.policy.concurrency, deadline=deadline,
+                name=lambda r: r.host.name, stop=lambda: self.halted_by is not None,
+                on_done=finish)
+        if self.rollback and self.policy.rollback_on_halt and undo:
+            self._move_back(release, runs, undo, outcomes)
+        return [outcomes[h.name] for h in given]
+
+    def _late(self, run: HostRun) -> Result:
+        """A host started after the gate opened: all in one exec, as the canary did."""
+        if self.halted_by is not None:
+            return run.skipped("not started: the rollout halted"), None
+        return run.deploy()
+
+    def _move_back(self, release: Release, runs: list[HostRun], undo: dict[str, Undo],
+                   outcomes: dict[str, HostOutcome]) -> None:
+        halted = self.halted_by
+        why = f"rollout halted after {halted.host} failed at {halted.failed_step}" if halted else ""
+        revoked = _revoked(release)
+        back = []
+        for run in runs:
+            step = undo.get(run.host.name)
+            if step is None:
+                continue
+            held = rules.hold_forward_reason(step.previous_target, revoked,
+                                             _not_after(step.old_fullchain), datetime.now(UTC))
+            if held is None:
+                back.append(run)
+                continue
+            note = f"{run.host.name} held on {release.version}, not rolled back: {held}"
+            log.warning("%s", note, extra={"host": run.host.name, "cert": release.cert})
+            self.warnings.append(note)
+            outcomes[run.host.name] = replace(outcomes[run.host.name], note=note)
+
+        def job(run: HostRun) -> Result:
+            return run.undo(undo[run.host.name], why), None
+
+        def finish(run: HostRun, done: Done[Result]) -> None:
+            outcome, _ = self._outcome_of(run, done)
+            outcomes[run.host.name] = outcome
             self._record(outcome)
 
-        canaries, rest = hosts[: self.policy.canary], hosts[self.policy.canary :]
-        self.fan_out(canaries, 1, lambda h: runs[h.name].deploy(), finish)
-        self.fan_out(rest, self.policy.concurrency, lambda h: runs[h.name].deploy(), finish)
-        halted = self.halted_by
-        if halted is not None and self.policy.rollback_on_halt and undo:
-            why = f"rollout halted after {halted.host} failed at {halted.failed_step}"
-            back = [h for h in hosts if h.name in undo]
-            self.fan_out(
-                back,
-                self.policy.concurrency,
-                lambda h: (runs[h.name].undo(undo[h.name], why), None),
-                finish,
-                stoppable=False,
-            )
-        return [outcomes[h.name] for h in hosts]
+        fan_out(back, job, concurrency=self.policy.concurrency,
+                deadline=host_deadline(self.policy), name=lambda r: r.host.name,
+                on_done=finish)
 
-    def plan(self, release: Release, hosts: tuple[Host, ...]) -> list[HostPlan]:
-        files = release_files(release)
-        found: dict[str, HostPlan] = {}
-
-        def finish(host: Host, value: object) -> None:
-            if isinstance(value, HostPlan):
-                found[host.name] = value
-            else:
-                why = "no answer before the deadline" if value is _LOST else repr(value)
-                found[host.name] = HostPlan(host.name, release.cert, release.version, error=why)
-
-        job = lambda h: self.run_for(h, release, files).plan()
-        self.fan_out(hosts, self.policy.concurrency, job, finish, stoppable=False)
-        return [found[h.name] for h in hosts]
-
-    def _outcome_of(self, run: HostRun, value: object) -> tuple[HostOutcome, Undo | None]:
-        if isinstance(value, tuple):
-            return value  # type: ignore[return-value]
-        if value is _SKIP:
-            outcome = run.outcome(SKIPPED, error="not started: the rollout halted")
-            outcome = replace(outcome, seconds=0.0)
-        elif value is _LOST:
+    def _outcome_of(self, run: HostRun, done: Done[Result]) -> Result:
+        if done.ok and done.value is not None:
+            return done.value
+        if done.kind is DoneKind.SKIPPED:
+            outcome = replace(run.outcome(SKIPPED, error="not started: the rollout halted"),
+                              seconds=0.0)
+        elif done.lost:
             outcome = run.outcome(
-                FAILED,
-                failed_step=run.step,
-                error=f"no result within {host_deadline(self.policy):g}s; host state unknown",
-            )
+                FAILED, failed_step=run.step, failure=Failure.ROLLBACK_FAILED,
+                error=f"no result within {host_deadline(self.policy):g}s; host state unknown")
         else:
-            outcome = run.outcome(
-                FAILED, failed_step=run.step, error=f"internal error: {value!r}; host state unknown"
-            )
+            outcome = run.outcome(FAILED, failed_step=run.step, failure=Failure.ROLLBACK_FAILED,
+                                  error=f"internal error: {done.error!r}; host state unknown")
         self.emit(Event(outcome.host, outcome.cert, "done", "done", outcome.result))
         return outcome, None
 
     def _record(self, outcome: HostOutcome) -> None:
-        if outcome.result == FAILED:
-            self.failures += 1
-            if self.halted_by is None and self.failures > self.policy.failure_budget:
-                self.halted_by = outcome
-                log.error(
-                    "rollout halted: %d failure(s), budget %d; last %s at %s",
-                    self.failures,
-                    self.policy.failure_budget,
-                    outcome.host,
-                    outcome.failed_step,
-                )
-        error = f"{outcome.failed_step}: {outcome.error}" if outcome.failed_step else outcome.error
-        untouched = outcome.result == SKIPPED or outcome.failed_step in ("connect", "inspect")
-        if untouched:  # what the host had is still what it has: keep the record
-            self._save(lambda s: s.record(outcome.cert, outcome.host, error=error))
+        error = f"{outcome.failed_step}: {outcome.error}" if outcome.failed_step else None
+        if outcome.result is SKIPPED or outcome.failure is Failure.UNREACHABLE:
+            # What the host had is still what it has: keep the record, note the error.
+            self._save(lambda s: s.record(outcome.cert, outcome.host,
+                                          error=error or outcome.error))
         else:  # serving None: the host's state is unknown now
             deployed = outcome.serving
             self._save(
                 lambda s: s.record(outcome.cert, outcome.host, deployed=deployed, error=error)
             )
+
+    def _recorded(self, cert: str) -> dict[str, HostDeploy]:
+        try:
+            return self.state.get(cert) if self.state is not None else {}
+        except StoreError as exc:
+            self.warnings.append(f"deploy state not read: {exc}")
+            return {}
 
     def _save(self, change: Callable[[DeployState], None]) -> None:
         if self.state is None:
@@ -271,113 +355,22 @@ class _Fleet:
             log.error("deploy state not saved: %s", exc)
             self.warnings.append(f"deploy state not saved: {exc}")
 
-    def fan_out(
-        self,
-        hosts: Sequence[Host],
-        concurrency: int,
-        job: Callable[[Host], T],
-        finish: Callable[[Host, object], None],
-        *,
-        stoppable: bool = True,
-    ) -> None:
-        """Run ``job`` per host, ``concurrency`` at a time; ``finish`` every host exactly once.
 
-        ``finish`` gets the job's value, the exception it raised, _SKIP (not
-        started because the rollout halted) or _LOST (past the host deadline;
-        its thread is a daemon and its late result is dropped).
-        """
-        results: queue.Queue[tuple[str, object]] = queue.Queue()
-        by_name = {h.name: h for h in hosts}
-        pending = deque(hosts)
-        running: dict[str, float] = {}
-        limit = host_deadline(self.policy)
-
-        def worker(host: Host) -> None:
-            try:
-                value: object = job(host)
-            except BaseException as exc:  # reported as the host's outcome, never lost
-                log.exception("%s: unexpected error", host.name)
-                value = exc
-            results.put((host.name, value))
-
-        while pending or running:
-            while pending and len(running) < max(1, concurrency):
-                if stoppable and self.halted_by is not None:
-                    break
-                host = pending.popleft()
-                running[host.name] = time.monotonic() + limit
-                threading.Thread(
-                    target=worker, args=(host,), name=f"certfan-{host.name}", daemon=True
-                ).start()
-            if stoppable and self.halted_by is not None:
-                while pending:
-                    finish(pending.popleft(), _SKIP)
-            if not running:
-                break
-            try:
-                name, value = results.get(
-                    timeout=max(0.0, min(running.values()) - time.monotonic())
-                )
-            except queue.Empty:
-                now = time.monotonic()
-                for name, deadline in list(running.items()):
-                    if deadline <= now:
-                        del running[name]
-                        finish(by_name[name], _LOST)
-                continue
-            if running.pop(name, None) is not None:
-                finish(by_name[name], value)
-            else:
-                log.warning("%s: result arrived after its deadline; ignored", name)
+def _revoked(release: Release) -> dict[str, str]:
+    """Versions certfan revoked (``<state>/certs/<cert>/revoked.json``): version -> reason."""
+    try:
+        doc = fsutil.read_json(release.path.parent.parent / "revoked.json", "revocations") or {}
+    except StoreError:
+        return {}
+    return {str(v): str(e.get("reason")) for v, e in doc.items() if isinstance(e, dict)}
 
 
-# ---------------------------------------------------------------- selection
+def _not_after(fullchain: bytes) -> datetime | None:
+    if not fullchain:
+        return None
+    from certfan.issue import crypto  # only a halted rollout with hosts to move back gets here
 
-
-def select_targets(
-    cfg: Config,
-    store: Store,
-    *,
-    certs: Sequence[str] = (),
-    hosts: Sequence[str] = (),
-    groups: Sequence[str] = (),
-) -> list[tuple[Release, tuple[Host, ...]]]:
-    """Each selected certificate's current release and the selected hosts receiving it.
-
-    No certificate named: all of them. No host or group named: every host a
-    certificate is deployed to. Unknown names raise ConfigError (exit 2), and
-    so does a named host that receives none of the selected certificates.
-    """
-    for name in certs:
-        cfg.certificate(name)
-    chosen: set[str] | None = None
-    if hosts or groups:
-        chosen = {cfg.host(name).name for name in hosts}
-        for group in groups:
-            if group not in cfg.groups:
-                raise ConfigError(str(cfg.path), f"unknown group {group!r}", key="groups")
-            chosen.update(cfg.groups[group])
-    names = list(dict.fromkeys(certs)) or list(cfg.certificates)
-    receiving: set[str] = set()
-    targets: list[tuple[Release, tuple[Host, ...]]] = []
-    for name in names:
-        cert = cfg.certificates[name]
-        picked = [h for h in cert.hosts if chosen is None or h in chosen]
-        receiving.update(picked)
-        if not picked:
-            continue
-        release = store.current(name)
-        if release is None:
-            if name in certs:
-                raise StoreError(f"{name}: no stored release to push (run `certfan issue {name}`)")
-            log.warning("%s: no stored release yet; not pushed", name)
-            continue
-        targets.append((release, tuple(cfg.hosts[h] for h in picked)))
-    idle = sorted((chosen or set()) - receiving)
-    if idle:
-        raise ConfigError(
-            str(cfg.path),
-            f"host {', '.join(idle)} receives none of the certificates {', '.join(names)}",
-            key="certificates.deploy_to",
-        )
-    return targets
+    try:
+        return crypto.cert_facts(fullchain).not_after
+    except CertfanError:
+        return None

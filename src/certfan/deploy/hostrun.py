@@ -1,116 +1,78 @@
 """Take one host to one release over one SSH connection, or leave it as it was.
 
-Per host (see remote.py for the steps as data)::
+Per host, one exec request does the remote work (scripts.DEPLOY; plan.py
+builds its argv and reads its report), then the controller proves every name
+at once by TLS handshakes::
 
-    inspect -> [already serving? leave it alone]
-            -> [convert certbot layout] -> upload -> flip -> test -> reload -> prove
-    a failure after the flip: flip back (-> test -> reload -> prove the old leaf)
+    connect -> exec: inspect, upload, [convert], flip, test, reload, settle -> prove
+    a failed test or reload: the script flips back (and reloads) in the same exec
+    a failed proof: one more exec flips back, tests, reloads; the old leaf is proven
 
-A :class:`HostRun` never raises: it ends in one :class:`HostOutcome` and reports
-its progress as :class:`Event` values. Which hosts run, when, and which are
-moved back after a halt is the fleet policy, in rollout.py.
+The fleet may split the exec in two: :meth:`HostRun.stage` (connect, upload;
+nothing live changes) while the canary is proven, :meth:`HostRun.apply` after.
+A :class:`HostRun` never raises: it ends in one :class:`HostOutcome` and
+reports its progress as :class:`Event` values. Which hosts run, when, and
+which are moved back after a halt is the fleet policy, in fleet.py.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, TypeVar
 
-from certfan.config import Endpoint, Host, RolloutPolicy
-from certfan.deploy import plan as remote
-from certfan.deploy import probe, ssh
-from certfan.deploy.plan import FileSpec, PlanError, Step
+from certfan.config import Host, RolloutPolicy
+from certfan.deploy import plan
+from certfan.deploy.fanout import fan_out
+from certfan.deploy.model import (
+    DEPLOYED,
+    FAILED,
+    ROLLED_BACK,
+    SKIPPED,
+    UNCHANGED,
+    Connect,
+    Event,
+    Failure,
+    HostOutcome,
+    HostPlan,
+    OutcomeKind,
+    Prober,
+    Result,
+    Session,
+    StepFailed,
+    Undo,
+)
+from certfan.deploy.plan import FileSpec, PlanError, RemoteReport
+from certfan.deploy.probe import sha256_hex
 from certfan.errors import ProbeError, SshError
 from certfan.state.store import Release
 
 log = logging.getLogger(__name__)
 
-DEPLOYED = "deployed"  # proven to serve the new version
-UNCHANGED = "unchanged"  # already served it; nothing touched
-FAILED = "failed"  # see failed_step, error and rollback
-ROLLED_BACK = "rolled back"  # was deployed, moved back because the rollout halted
-SKIPPED = "skipped: halted"  # never started: the rollout had halted
+__all__ = [
+    "DEPLOYED", "FAILED", "ROLLED_BACK", "SKIPPED", "UNCHANGED", "Connect", "Event", "Failure",
+    "HostOutcome", "HostPlan", "HostRun", "OutcomeKind", "Prober", "Session", "StepFailed", "Undo",
+]
 
-# After a reload, old nginx workers may still take a connection or two while they
-# close their listeners: the new leaf must be seen several rounds in a row.
-PROVE_ROUNDS = 3
+T = TypeVar("T")
+Result_ = tuple[HostOutcome, Undo | None]
+
+# Without a settled host (no `ss`, or another server than nginx) old workers may
+# still answer right after a reload: then the new leaf must be seen twice in a row.
+UNSETTLED_ROUNDS = 2
 PROVE_SPACING = 0.05
+_STEPS = ("upload", "convert", "flip", "test", "reload", "settle")
 
 
-class Session(Protocol):
-    def run(
-        self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
-    ) -> ssh.Result: ...
+class HostLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Log records carrying ``host``, ``cert`` and ``step`` as fields (JSON logs show them)."""
 
-    def close(self) -> None: ...
-
-
-Connect = Callable[..., Session]  # connect(host, *, timeout) -> Session
-Prober = Callable[[Endpoint, str, float], bytes]  # served_leaf(endpoint, sni, timeout) -> DER
-
-
-@dataclass(frozen=True)
-class HostOutcome:
-    host: str
-    cert: str
-    version: str
-    result: str  # DEPLOYED, UNCHANGED, FAILED, ROLLED_BACK, SKIPPED
-    failed_step: str | None = None
-    error: str | None = None
-    output_tail: str = ""
-    seconds: float = 0.0
-    rollback: str | None = None  # None: nothing to undo; "ok" or "failed at <step>: ..."
-    serving: str | None = None  # the version the live pointer is known to hold now
-
-    @property
-    def ok(self) -> bool:
-        """The host serves the version."""
-        return self.result in (DEPLOYED, UNCHANGED)
-
-
-@dataclass(frozen=True)
-class Event:
-    """Progress of one host, for live display: step started / ok / failed, or done."""
-
-    host: str
-    cert: str
-    step: str  # connect, inspect, convert, upload, flip, test, reload, prove,
-    #            rollback:<step>, or "done" with the result in detail
-    status: str  # start, ok, failed, done
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class HostPlan:
-    """What --dry-run shows for a host: its steps, or why they are unknown."""
-
-    host: str
-    cert: str
-    version: str
-    steps: tuple[Step, ...] = ()
-    unchanged: bool = False
-    error: str | None = None
-
-
-class StepFailed(Exception):
-    def __init__(self, step: str, message: str, output: str = "", connection: bool = False):
-        self.step = step
-        self.message = message
-        self.output = output
-        self.connection = connection  # the SSH connection itself failed
-        super().__init__(f"{step}: {message}")
-
-
-@dataclass(frozen=True)
-class Undo:
-    """How to move a deployed host back, should the rollout halt later."""
-
-    previous_target: str | None
-    old_sha256: str | None
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
 
 
 def _version_of(target: str | None) -> str | None:
@@ -126,6 +88,7 @@ class HostRun:
         release: Release,
         policy: RolloutPolicy,
         files: Sequence[FileSpec],
+        stdin: bytes,
         *,
         connect: Connect,
         prober: Prober,
@@ -135,60 +98,75 @@ class HostRun:
         self.release = release
         self.policy = policy
         self.files = tuple(files)
+        self.stdin = stdin
         self.connect = connect
         self.prober = prober
         self._emit = emit
         self.step = "connect"
-        self._t0 = time.monotonic()
-        self._spent = 0.0  # seconds of earlier phases (a deploy before its undo)
+        self.log = HostLog(log, {"host": host.name, "cert": release.cert})
+        self._session: Session | None = None
+        self._spent = 0.0  # seconds on this host so far (not waiting for a canary)
+        self._t0: float | None = None  # when the current phase began
 
     # -------------------------------------------------------- entry points
 
     def deploy(self) -> tuple[HostOutcome, Undo | None]:
-        self._t0 = time.monotonic()
-        try:
-            session = self._open()
-        except StepFailed as failure:
-            return self._failed(failure), None
-        try:
-            outcome, undo = self._deploy_on(session)
-        finally:
-            session.close()
-        self._spent = outcome.seconds
-        return outcome, undo
+        """Everything in one exec: the canary's way, and every host's without one."""
+        return self._timed(lambda: self._connected(lambda s: self._push(s, plan.PUSH)))
+
+    def stage(self) -> HostOutcome | None:
+        """Connect and upload, keeping the connection; None when staged."""
+
+        def go() -> HostOutcome | None:
+            try:
+                self._session = self._open()
+                report, result = self._exec(self._session, plan.STAGE, self.stdin)
+            except StepFailed as failure:
+                self.close()
+                return self._failed(failure, Failure.UNREACHABLE)
+            if result.lost or report.failed:
+                self.close()
+                kind = Failure.UNREACHABLE if result.lost else Failure.REJECTED
+                return self._failed(self._why("upload", result, report), kind,
+                                    serving=_version_of(report.facts.target))
+            return None
+
+        return self._timed(go)
+
+    def apply(self) -> tuple[HostOutcome, Undo | None]:
+        """After :meth:`stage`: flip, test, reload, prove on the same connection."""
+        session = self._session
+        if session is None:
+            return self._failed(StepFailed("flip", "not staged"), Failure.REJECTED), None
+        self._session = None
+        return self._timed(lambda: self._connected(lambda s: self._push(s, plan.APPLY), session))
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def skipped(self, why: str) -> HostOutcome:
+        self.close()
+        self._emit_step("done", "done", SKIPPED)
+        return self.outcome(SKIPPED, error=why)
 
     def undo(self, undo: Undo, why: str) -> HostOutcome:
         """Move a deployed host back (the rollout halted after it succeeded)."""
-        self._t0 = time.monotonic()  # _outcome adds the time the deploy took
-        steps = remote.plan_rollback(
-            self.host,
-            self.release.cert,
-            undo.previous_target,
-            self.release.names,
-            undo.old_sha256,
-            reload=True,
-        )
-        try:
-            session = self._open(prefix="rollback:")
-            try:
-                for step in steps:
-                    self._do(session, step, prefix="rollback:")
-            finally:
-                session.close()
-        except StepFailed as failure:
-            self._emit_step("done", "done", f"{FAILED} at {failure.step}")
-            return self.outcome(
-                FAILED,
-                failed_step=failure.step,
-                output_tail=failure.output,
-                error=f"{why}; rolling back failed: {failure.message}; host state unknown",
-                rollback=f"failed at {failure.step.removeprefix('rollback:')}: {failure.message}",
-                serving=None,
-            )
-        self._emit_step("done", "done", f"{ROLLED_BACK} (rollout halted)")
-        return self.outcome(
-            ROLLED_BACK, error=why, rollback="ok", serving=_version_of(undo.previous_target)
-        )
+
+        def go(session: Session) -> Result_:
+            rollback = self._roll_back(session, undo, prefix="rollback:")
+            if rollback != "ok":
+                self._emit_step("done", "done", f"{FAILED} at rollback")
+                return self.outcome(
+                    FAILED, failed_step="rollback", failure=Failure.ROLLBACK_FAILED,
+                    error=f"{why}; rolling back failed: {rollback}; host state unknown",
+                    rollback=f"failed at {rollback}", serving=None), None
+            self._emit_step("done", "done", f"{ROLLED_BACK} (rollout halted)")
+            return self.outcome(ROLLED_BACK, error=why, rollback="ok",
+                                serving=_version_of(undo.previous_target)), None
+
+        return self._timed(lambda: self._connected(go, prefix="rollback:"))[0]
 
     def plan(self) -> HostPlan:
         """Connect, look (read-only) and return the steps a push would take."""
@@ -196,81 +174,129 @@ class HostRun:
         try:
             session = self._open()
             try:
-                facts = self._inspect(session)
+                report, result = self._exec(session, plan.INSPECT)
             finally:
                 session.close()
-            if self._already_serving(facts):
+            if not result.ok:
+                raise self._why("inspect", result, report)
+            facts = report.facts
+            target = plan.version_target(self.release.cert, self.release.version)
+            if facts.target == target and self._probe_round(self._snis(), time.monotonic() + (
+                    self.policy.verify_timeout)) is None:
                 return replace(base, unchanged=True)
-            plan = remote.plan_push(self.host, self.release, facts, self.files)
-        except StepFailed as failure:
-            return replace(base, error=str(failure))
-        except PlanError as exc:
+            steps = plan.plan_push(self.host, self.release, facts, self.files)
+        except (StepFailed, PlanError) as exc:
             return replace(base, error=str(exc))
-        return replace(base, steps=plan.steps)
+        return replace(base, steps=steps)
 
-    # -------------------------------------------------------- deploy
+    # -------------------------------------------------------- the exchange
 
-    def _deploy_on(self, session: Session) -> tuple[HostOutcome, Undo | None]:
-        cert = self.release.cert
+    def _timed(self, go: Callable[[], T]) -> T:
+        """Run a phase; the time it takes counts as this host's (waiting for a canary not)."""
+        self._t0 = time.monotonic()
         try:
-            facts = self._inspect(session)
-            if self._already_serving(facts):
-                self._emit_step("done", "done", UNCHANGED)
-                return self.outcome(UNCHANGED, serving=self.release.version), None
-            plan = remote.plan_push(self.host, self.release, facts, self.files)
-        except StepFailed as failure:
-            return self._failed(failure), None
-        except PlanError as exc:
-            return self._failed(StepFailed("inspect", str(exc))), None
-        old_sha = probe.leaf_sha256_from_pem(facts.fullchain_pem)
-        flipped = reloaded = False
+            return go()
+        finally:
+            self._spent += time.monotonic() - self._t0
+            self._t0 = None
+
+    def _connected(self, go: Callable[[Session], Result_], session: Session | None = None,
+                   prefix: str = "") -> Result_:
         try:
-            for step in plan.steps:
-                # Set before running: a flip or reload that timed out may still have happened.
-                flipped = flipped or step.name == "flip"
-                reloaded = reloaded or step.name == "reload"
-                self._do(session, step)
+            session = session or self._open(prefix)
         except StepFailed as failure:
-            if not flipped:
-                serving = (
-                    self.release.version if plan.already_live else _version_of(plan.previous_target)
-                )
-                return self._failed(failure, serving=serving), None
-            rollback = self._roll_back(session, failure, plan.previous_target, old_sha, reloaded)
-            ok = rollback == "ok"
-            return self._failed(
-                failure,
-                rollback=rollback,
-                serving=_version_of(plan.previous_target) if ok else None,
-            ), None
-        log.info("%s: %s %s deployed", self.host.name, cert, self.release.version)
+            return self._failed(failure, Failure.UNREACHABLE), None
+        try:
+            return go(session)
+        finally:
+            session.close()
+
+    def _push(self, session: Session, phases: str) -> tuple[HostOutcome, Undo | None]:
+        stdin = self.stdin if plan.STAGE in phases else None
+        try:
+            report, result = self._exec(session, phases, stdin)
+        except StepFailed as failure:
+            return self._failed(failure, Failure.UNREACHABLE), None
+        facts = report.facts
+        previous = report.previous
+        old = Undo(previous or None, facts.leaf_sha256, facts.fullchain_pem)
+        if result.lost and previous is None:  # apply never began: nothing live changed
+            return self._failed(self._why("upload", result, report), Failure.UNREACHABLE,
+                                serving=_version_of(facts.target)), None
+        if result.lost or report.failed:
+            return self._after_failure(session, result, report, old), None
+        if report.marks.get("flip") == "already":
+            return self._already_live(session)
+        try:
+            self._prove(self.release.sha256, settled=report.marks.get("settle") == "ok")
+        except StepFailed as failure:
+            rollback = self._roll_back(session, old, prefix="rollback:")
+            return self._failed(failure, Failure.REJECTED if rollback == "ok"
+                                else Failure.ROLLBACK_FAILED, rollback=rollback,
+                                serving=_version_of(previous) if rollback == "ok" else None), None
+        self.log.info("%s: %s %s deployed", self.host.name, self.release.cert,
+                      self.release.version, extra={"step": "done"})
         self._emit_step("done", "done", DEPLOYED)
-        outcome = self.outcome(DEPLOYED, serving=self.release.version)
-        if plan.already_live:
-            return outcome, None  # not flipped by this rollout: nothing to move back to
-        return outcome, Undo(plan.previous_target, old_sha)
+        return self.outcome(DEPLOYED, serving=self.release.version), old
 
-    def _roll_back(
-        self,
-        session: Session,
-        failure: StepFailed,
-        previous: str | None,
-        old_sha: str | None,
-        reloaded: bool,
-    ) -> str:
-        steps = remote.plan_rollback(
-            self.host, self.release.cert, previous, self.release.names, old_sha, reload=reloaded
-        )
-        log.warning("%s: %s failed; flipping back to %s", self.host.name, failure.step, previous)
+    def _already_live(self, session: Session) -> tuple[HostOutcome, Undo | None]:
+        """The pointer is at the version: proven as it is, or config-tested and reloaded."""
+        deadline = time.monotonic() + min(self.policy.verify_timeout, self.policy.connect_timeout)
+        if self._probe_round(self._snis(), deadline) is None:
+            self._emit_step("done", "done", UNCHANGED)
+            return self.outcome(UNCHANGED, serving=self.release.version), None
+        try:
+            report, result = self._exec(session, plan.APPLY, back=plan.REFRESH)
+            if result.lost or report.failed:
+                raise self._why(report.failed or "reload", result, report)
+            self._prove(self.release.sha256, settled=report.marks.get("settle") == "ok")
+        except StepFailed as failure:  # nothing to flip back to: it was already live
+            return self._failed(failure, Failure.REJECTED, serving=None), None
+        self._emit_step("done", "done", DEPLOYED)
+        return self.outcome(DEPLOYED, serving=self.release.version), None
+
+    def _after_failure(self, session: Session, result: Result, report: RemoteReport,
+                       old: Undo) -> HostOutcome:
+        failure = self._why(report.failed or self.step, result, report)
+        if not report.flipped and result.lost is None:  # upload, convert or flip refused
+            return self._failed(failure, Failure.REJECTED, serving=_version_of(
+                report.previous if report.previous is not None else report.facts.target))
+        if result.lost is None and report.undo_ok is not None:  # the script flipped back
+            rollback = "ok" if report.undo_ok else report.marks["undo"].removeprefix("failed:")
+            if rollback == "ok" and report.reloaded and old.old_sha256:
+                try:
+                    self._prove(old.old_sha256, settled=report.marks.get("settle") == "ok",
+                                prefix="rollback:")
+                except StepFailed as again:
+                    rollback = f"prove: {again.message}"
+        else:  # the link went or a command hung: flip back over a fresh connection
+            self.log.warning("%s: %s did not finish; flipping back to %s", self.host.name,
+                             failure.step, old.previous_target, extra={"step": failure.step})
+            rollback = self._roll_back(None, old, prefix="rollback:")
+        if rollback != "ok":
+            rollback = f"failed at {rollback}"
+        ok = rollback == "ok"
+        return self._failed(failure, Failure.REJECTED if ok else Failure.ROLLBACK_FAILED,
+                            rollback=rollback,
+                            serving=_version_of(old.previous_target) if ok else None)
+
+    def _roll_back(self, session: Session | None, undo: Undo, prefix: str) -> str:
+        """Flip back, test, reload, prove the old leaf: "ok" or "<step>: <why>"."""
         fresh: Session | None = None
         try:
-            if failure.connection:
-                # The old connection is gone or wedged; one new attempt, same deadlines.
-                fresh = session = self._open(prefix="rollback:")
-            for step in steps:
-                self._do(session, step, prefix="rollback:")
-        except StepFailed as again:
-            return f"failed at {again.step.removeprefix('rollback:')}: {again.message}"
+            if session is None:
+                fresh = session = self._open(prefix)
+            report, result = self._exec(session, plan.ROLLBACK, back=undo.previous_target or "-",
+                                        prefix=prefix)
+            if result.lost or report.failed or report.undo_ok is False:
+                step = (report.marks.get("undo") or "failed:flip").removeprefix("failed:")
+                said = Result(result.status, b"", result.stderr).tail(3)
+                return f"{step}: {result.lost or said or 'failed'}"
+            if undo.previous_target and undo.old_sha256:
+                self._prove(undo.old_sha256, settled=report.marks.get("settle") == "ok",
+                            prefix=prefix)
+        except StepFailed as failure:
+            return f"{failure.step.removeprefix(prefix)}: {failure.message}"
         finally:
             if fresh is not None:
                 fresh.close()
@@ -280,6 +306,7 @@ class HostRun:
 
     def _open(self, prefix: str = "") -> Session:
         name = f"{prefix}connect"
+        self.step = name
         self._emit_step(name, "start")
         try:
             session = self.connect(self.host, timeout=self.policy.connect_timeout)
@@ -289,95 +316,95 @@ class HostRun:
         self._emit_step(name, "ok")
         return session
 
-    def _inspect(self, session: Session) -> remote.LiveFacts:
-        step = remote.plan_inspect(self.host, self.release.cert, self.release.version)
-        return remote.parse_inspect(self._run(session, step).stdout)
-
-    def _already_serving(self, facts: remote.LiveFacts) -> bool:
-        """The pointer is at the version AND a handshake shows it, for every name."""
-        target = remote.version_target(self.release.cert, self.release.version)
-        if facts.live != remote.LIVE_LINK or facts.target != target:
-            return False
-        timeout = min(self.policy.connect_timeout, self.policy.verify_timeout)
-        for sni in remote.probe_snis(self.release.names):
-            try:
-                der = self.prober(self.host.probe, sni, timeout)
-            except ProbeError:
-                return False
-            if probe.sha256_hex(der) != self.release.sha256:
-                return False
-        return True
-
-    def _do(self, session: Session, step: Step, prefix: str = "") -> None:
-        if step.local:
-            self._prove(step, prefix)
-        else:
-            self._run(session, step, prefix)
-
-    def _run(self, session: Session, step: Step, prefix: str = "") -> ssh.Result:
-        name = prefix + step.name
-        self.step = name
-        self._emit_step(name, "start", step.summary)
-        log.info("%s: %s: %s", self.host.name, name, step.summary)
+    def _exec(self, session: Session, phases: str, stdin: bytes | None = None, *,
+              back: str = "-", prefix: str = "") -> tuple[RemoteReport, Result]:
+        """One DEPLOY exec; its report, and events for the steps it took."""
+        first = {plan.INSPECT: "inspect", plan.ROLLBACK: "flip"}.get(phases, "upload")
+        if phases == plan.APPLY:
+            first = "flip"
+        self.step = prefix + first
+        argv = plan.deploy_argv(self.host, self.release, self.files, phases, back=back,
+                                settle_for=self.policy.verify_timeout)
+        self._emit_step(self.step, "start", phases)
+        self.log.info("%s: %s: %s", self.host.name, self.step, phases,
+                      extra={"step": self.step})
+        # The whole exchange is one command: its deadline covers test, reload and settle.
+        timeout = 2 * self.policy.command_timeout + self.policy.verify_timeout
         try:
-            stdin = b"".join(p.read_bytes() for p in step.stdin_files) if step.stdin_files else None
-        except OSError as exc:
-            self._emit_step(name, "failed", str(exc))
-            raise StepFailed(name, f"cannot read release file: {exc}") from exc
-        try:
-            result = session.run(step.argv, timeout=self.policy.command_timeout, stdin=stdin)
+            result = session.run(argv, timeout=timeout, stdin=stdin)
         except SshError as exc:
-            self._emit_step(name, "failed", str(exc))
-            raise StepFailed(name, str(exc), connection=True) from exc
-        if result.status != 0:
-            message = f"exit status {result.status}"
-            said = result.stderr.decode("utf-8", "replace").strip().splitlines()
-            if said:
-                message += f": {said[0][:200]}"
-            self._emit_step(name, "failed", message)
-            raise StepFailed(name, message, result.tail())
-        self._emit_step(name, "ok")
-        return result
+            self._emit_step(self.step, "failed", str(exc))
+            raise StepFailed(self.step, str(exc), connection=True) from exc
+        report = plan.parse_report(result.stdout)
+        for step in _STEPS:
+            said = report.marks.get(step if step != "undo" else "undo")
+            if said is not None:
+                self.step = prefix + step
+                status = "failed" if said == "failed" else "ok"
+                self._emit_step(self.step, status, said)
+        if report.failed:
+            self.step = prefix + report.failed
+        return report, result
 
-    def _prove(self, step: Step, prefix: str = "") -> None:
-        """Every SNI presents the expected leaf, PROVE_ROUNDS times in a row, in time."""
-        name = prefix + step.name
+    def _why(self, step: str, result: Result, report: RemoteReport) -> StepFailed:
+        # stdout is the script's report; what the commands said went to stderr.
+        tail = Result(result.status, b"", result.stderr).tail()
+        if result.lost:
+            return StepFailed(step, result.lost, tail, connection=True)
+        message = f"exit status {result.status}"
+        said = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        if said:
+            message += f": {said[-1][:200]}"
+        return StepFailed(step, message, tail)
+
+    def _snis(self) -> tuple[str, ...]:
+        return plan.probe_snis(self.release.names)
+
+    def _prove(self, expect: str, *, settled: bool, prefix: str = "") -> None:
+        """Every SNI at once presents ``expect`` (twice in a row when not settled), in time."""
+        name = prefix + "prove"
         self.step = name
-        self._emit_step(name, "start", step.summary)
-        log.info("%s: %s: %s", self.host.name, name, step.summary)
+        self._emit_step(name, "start", f"sha256 {expect[:16]}...")
         deadline = time.monotonic() + self.policy.verify_timeout
-        spacing = min(PROVE_SPACING, self.policy.verify_timeout / 10)
-        streak, backoff, last_bad = 0, spacing, ""
+        needed = 1 if settled else UNSETTLED_ROUNDS
+        streak, pause, rounds, last_bad = 0, PROVE_SPACING, 0, ""
         while True:
-            bad = self._probe_round(step.snis, step.expect_sha256 or "", deadline)
+            rounds += 1
+            bad = self._probe_round(self._snis(), deadline, expect)
             if bad is None:
                 streak += 1
-                if streak >= PROVE_ROUNDS:
+                if streak >= needed:
                     break
-                pause = spacing
             else:
-                streak, last_bad, pause = 0, bad, backoff
-                backoff = min(backoff * 2, 1.0)
+                streak, last_bad = 0, bad
+                pause = min(pause * 2, 1.0)
             if time.monotonic() + pause > deadline:
                 message = f"{last_bad or 'not stable'} (for {self.policy.verify_timeout:g}s)"
                 self._emit_step(name, "failed", message)
                 raise StepFailed(name, message)
-            time.sleep(pause)  # bounded by the deadline checked above
+            time.sleep(pause if bad else PROVE_SPACING)  # bounded by the deadline above
+        self.log.debug("%s: proven in %d round(s), settled %s", self.host.name, rounds,
+                       settled, extra={"step": name})
         self._emit_step(name, "ok")
 
-    def _probe_round(self, snis: Sequence[str], expect: str, deadline: float) -> str | None:
-        """None when every SNI shows ``expect``; else what was seen instead."""
-        for sni in snis:
-            timeout = max(0.1, min(deadline - time.monotonic(), self.policy.connect_timeout))
-            try:
-                got = probe.sha256_hex(self.prober(self.host.probe, sni, timeout))
-            except ProbeError as exc:
-                return str(exc)
-            if got != expect:
-                return (
-                    f"{self.host.probe} (SNI {sni}) serves sha256 {got[:16]}..., "
-                    f"expected {expect[:16]}..."
-                )
+    def _probe_round(self, snis: Sequence[str], deadline: float,
+                     expect: str | None = None) -> str | None:
+        """None when every SNI, asked at once, shows ``expect``; else what was seen."""
+        expect = expect or self.release.sha256
+        timeout = max(0.1, min(deadline - time.monotonic(), self.policy.connect_timeout))
+
+        def ask(sni: str) -> str:
+            return sha256_hex(self.prober(self.host.probe, sni, timeout))
+
+        done = fan_out(snis, ask, concurrency=len(snis), deadline=timeout + 1)
+        for sni, seen in zip(snis, done, strict=True):
+            if isinstance(seen.error, ProbeError):
+                return str(seen.error)
+            if not seen.ok:
+                return f"{self.host.probe} (SNI {sni}): {seen.why(timeout + 1)}"
+            if seen.value != expect:
+                return (f"{self.host.probe} (SNI {sni}) serves sha256 {(seen.value or '')[:16]}"
+                        f"..., expected {expect[:16]}...")
         return None
 
     # -------------------------------------------------------- outcomes
@@ -385,34 +412,22 @@ class HostRun:
     def _emit_step(self, step: str, status: str, detail: str = "") -> None:
         self._emit(Event(self.host.name, self.release.cert, step, status, detail))
 
-    def outcome(self, result: str, **fields: object) -> HostOutcome:
-        """This host's outcome, timed since the run began (the fleet's too: skipped, lost)."""
-        return HostOutcome(
-            host=self.host.name,
-            cert=self.release.cert,
-            version=self.release.version,
-            result=result,
-            seconds=round(self._spent + time.monotonic() - self._t0, 3),
-            **fields,  # type: ignore[arg-type]
-        )
+    def outcome(self, result: OutcomeKind, **fields: Any) -> HostOutcome:
+        now = 0.0 if self._t0 is None else time.monotonic() - self._t0
+        return HostOutcome(host=self.host.name, cert=self.release.cert,
+                           version=self.release.version, result=result,
+                           seconds=round(self._spent + now, 3), **fields)
 
-    def _failed(
-        self, failure: StepFailed, rollback: str | None = None, serving: str | None = None
-    ) -> HostOutcome:
+    def _failed(self, failure: StepFailed, kind: Failure, rollback: str | None = None,
+                serving: str | None = None) -> HostOutcome:
         error = failure.message
         if rollback == "ok":
             error += "; flipped back to the previous version"
         elif rollback:
             error += f"; ROLLBACK {rollback}: host state unknown"
-        log.warning(
-            "%s: %s failed at %s: %s", self.host.name, self.release.cert, failure.step, error
-        )
+        self.log.warning("%s: %s failed at %s: %s", self.host.name, self.release.cert,
+                         failure.step, error, extra={"step": failure.step})
         self._emit_step("done", "done", f"{FAILED} at {failure.step}")
-        return self.outcome(
-            FAILED,
-            failed_step=failure.step,
-            error=error,
-            output_tail=failure.output,
-            rollback=rollback,
-            serving=serving,
-        )
+        return self.outcome(FAILED, failed_step=failure.step, error=error,
+                            output_tail=failure.output, rollback=rollback, serving=serving,
+                            failure=kind)

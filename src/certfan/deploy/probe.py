@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import socket
 import ssl
-from dataclasses import dataclass
-from datetime import datetime
-
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from typing import TYPE_CHECKING
 
 from certfan.config import Endpoint
-from certfan.errors import ProbeError
+from certfan.errors import CertfanError, ProbeError
+
+if TYPE_CHECKING:
+    from certfan.issue.crypto import CertFacts
 
 PROBE_LABEL = "certfan-probe"
 
@@ -34,17 +33,6 @@ def sha256_hex(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def leaf_sha256_from_pem(pem: bytes) -> str | None:
-    """SHA-256 of the first certificate in a PEM bundle, None when there is none."""
-    try:
-        certs = x509.load_pem_x509_certificates(pem)
-    except ValueError:
-        return None
-    if not certs:
-        return None
-    return sha256_hex(certs[0].public_bytes(Encoding.DER))
-
-
 def served_leaf(endpoint: Endpoint, sni: str, timeout: float) -> bytes:
     """DER of the leaf certificate ``endpoint`` presents for ``sni``. Raises ProbeError."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -52,6 +40,7 @@ def served_leaf(endpoint: Endpoint, sni: str, timeout: float) -> bytes:
     context.verify_mode = ssl.CERT_NONE
     try:
         with socket.create_connection((endpoint.address, endpoint.port), timeout=timeout) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(timeout)
             with context.wrap_socket(sock, server_hostname=sni) as tls:
                 der = tls.getpeercert(binary_form=True)
@@ -66,35 +55,11 @@ def served_leaf(endpoint: Endpoint, sni: str, timeout: float) -> bytes:
     return der
 
 
-@dataclass(frozen=True)
-class ServedFacts:
-    sha256: str
-    not_after: datetime
-    names: tuple[str, ...]
-    serial: str
-    issuer: str
+def facts_of(der: bytes) -> CertFacts:
+    """Expiry, serial and names of a served leaf. Raises ValueError when it does not parse."""
+    from certfan.issue import crypto  # only status needs more than a fingerprint
 
-
-def facts_of(der: bytes) -> ServedFacts:
-    cert = x509.load_der_x509_certificate(der)
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        names = tuple(san.value.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        names = ()
-    return ServedFacts(
-        sha256=sha256_hex(der),
-        not_after=cert.not_valid_after_utc,
-        names=names,
-        serial=format(cert.serial_number, "x"),
-        issuer=cert.issuer.rfc4514_string(),
-    )
-
-
-def served_facts(endpoint: Endpoint, sni: str, timeout: float) -> ServedFacts:
-    """What ``endpoint`` serves for ``sni``: fingerprint, expiry, names. Raises ProbeError."""
-    der = served_leaf(endpoint, sni, timeout)
-    try:
-        return facts_of(der)
-    except ValueError as exc:
-        raise ProbeError(str(endpoint), sni, f"unparsable certificate: {exc}") from exc
+        return crypto.cert_facts_der(der)
+    except CertfanError as exc:
+        raise ValueError(str(exc)) from exc

@@ -21,14 +21,18 @@ import shlex
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import cache
 from types import TracebackType
-from typing import Self
-
-import paramiko
+from typing import TYPE_CHECKING, Any, Self
 
 from certfan.config import Host
+from certfan.deploy.model import Result
 from certfan.errors import HostKeyError, SshError, SshTimeoutError
+
+if TYPE_CHECKING:
+    import paramiko
+
+__all__ = ["Result", "Session", "connect"]
 
 log = logging.getLogger(__name__)
 
@@ -37,36 +41,27 @@ _KEEP_OUTPUT = 256 * 1024  # per stream; a runaway command must not eat memory
 _STDERR_POLL = 0.05  # stdout is waited on; stderr is looked at this often meanwhile
 
 
-@dataclass(frozen=True)
-class Result:
-    """What a remote command left behind."""
+@cache
+def _paramiko() -> Any:
+    """paramiko, imported on first use (0.2 s of start-up a run without SSH never pays)."""
+    import paramiko
 
-    status: int  # -1 when the server sent no exit status (killed by a signal)
-    stdout: bytes
-    stderr: bytes
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 0
-
-    def tail(self, lines: int = 20, chars: int = 2000) -> str:
-        """The last lines of stderr then stdout, for an error report."""
-        parts = (out.decode("utf-8", "replace").strip() for out in (self.stderr, self.stdout))
-        text = "\n".join(part for part in parts if part)
-        return "\n".join(text.splitlines()[-lines:])[-chars:]
+    return paramiko
 
 
-class _UnknownHostKey(paramiko.SSHException):
-    pass
+@cache
+def _reject_policy() -> tuple[type[Exception], Any]:
+    """(the unknown-host-key exception, a RejectPolicy raising it): tells it apart."""
+    pm = _paramiko()
 
+    class UnknownHostKey(pm.SSHException):  # type: ignore[misc,name-defined]
+        pass
 
-class _Reject(paramiko.RejectPolicy):
-    """RejectPolicy, but with an exception we can tell apart from others."""
+    class Reject(pm.RejectPolicy):  # type: ignore[misc,name-defined]
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            raise UnknownHostKey(f"{hostname} {key.get_name()} {key.fingerprint}")
 
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        raise _UnknownHostKey(f"{hostname} {key.get_name()} {key.fingerprint}")
+    return UnknownHostKey, Reject()
 
 
 class Session:
@@ -93,12 +88,15 @@ class Session:
     def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None) -> Result:
         """Run ``argv`` (quoted with shlex.join) and return its status and output.
 
-        Raises SshTimeoutError when the command has not finished within
-        ``timeout`` seconds (the channel is closed; the remote process gets
-        SIGPIPE/HUP on its next write), SshError when the connection fails.
+        The exec request does not wait for the server's reply and stdin follows
+        it at once: one round trip for the channel, then the command's output.
+        Raises SshError when no command could be started (connection closed,
+        channel refused); once it is started, a deadline passed or a link lost
+        comes back as a Result with ``lost`` set and what output had arrived.
         """
         if not argv:
             raise ValueError("empty argv")
+        pm = _paramiko()
         command = shlex.join(argv)
         name = self.host.name
         deadline = time.monotonic() + timeout
@@ -108,32 +106,52 @@ class Session:
         log.debug("%s: run %s", name, _shorten(command))
         try:
             channel = transport.open_session(timeout=timeout)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+            _exec_no_reply(channel, command)
+        except (pm.SSHException, OSError, EOFError) as exc:
             raise _translate_io(name, exc, timeout, "opening a channel") from exc
+        out, err = bytearray(), bytearray()
         try:
             channel.settimeout(max(0.01, deadline - time.monotonic()))
-            channel.exec_command(command)
             if stdin:
                 channel.sendall(stdin)
             channel.shutdown_write()
-            return _collect(channel, deadline, name, argv[0], timeout)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise _translate_io(name, exc, timeout, f"running {argv[0]}") from exc
+            status = _collect(channel, deadline, out, err)
+            if status is None:
+                return Result(-1, bytes(out), bytes(err),
+                              lost=f"{argv[0]}: no end within {timeout:g}s")
+            return Result(status, bytes(out), bytes(err))
+        except (pm.SSHException, OSError, EOFError) as exc:
+            lost = _translate_io(name, exc, timeout, f"running {argv[0]}")
+            return Result(-1, bytes(out), bytes(err), lost=str(lost).removeprefix(f"{name}: "))
         finally:
             channel.close()
 
 
+def _exec_no_reply(channel: paramiko.Channel, command: str) -> None:
+    # paramiko's exec_command waits for the server's reply to the request: a
+    # round trip before stdin may follow. want_reply=false (RFC 4254 6.5): an
+    # exec the server refuses closes the channel without an exit status.
+    pm = _paramiko()
+    m = pm.Message()
+    m.add_byte(pm.common.cMSG_CHANNEL_REQUEST)
+    m.add_int(channel.remote_chanid)
+    m.add_string("exec")
+    m.add_boolean(False)
+    m.add_string(command)
+    transport = channel.get_transport()
+    transport._send_user_message(m)  # type: ignore[attr-defined]
+
+
 def _collect(
-    channel: paramiko.Channel, deadline: float, name: str, program: str, timeout: float
-) -> Result:
+    channel: paramiko.Channel, deadline: float, out: bytearray, err: bytearray
+) -> int | None:
+    """Read until EOF and the exit status; None when the deadline passed first."""
     # Channel.fileno() is avoided on purpose: paramiko's pipe behind it can be
     # written to after the channel is closed, hitting a closed or reused fd.
-    out = bytearray()
-    err = bytearray()
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:  # checked first: a command that never stops talking times out too
-            raise SshTimeoutError(name, f"{program}: timed out after {timeout:g}s")
+            return None
         if channel.recv_stderr_ready():
             err += channel.recv_stderr(_READ_CHUNK)
             del err[:-_KEEP_OUTPUT]
@@ -153,15 +171,15 @@ def _collect(
             del err[:-_KEEP_OUTPUT]
         # EOF: the exit status follows (or the channel closes without one).
         if channel.status_event.wait(max(0.0, deadline - time.monotonic())):
-            return Result(channel.recv_exit_status(), bytes(out), bytes(err))
-        raise SshTimeoutError(name, f"{program}: no exit status within {timeout:g}s")
+            return int(channel.recv_exit_status())
+        return None
 
 
 def _translate_io(name: str, exc: BaseException, timeout: float, doing: str) -> SshError:
     if isinstance(exc, SshError):
         return exc
     if isinstance(exc, TimeoutError) or (
-        isinstance(exc, paramiko.SSHException) and "timeout" in str(exc).lower()
+        isinstance(exc, _paramiko().SSHException) and "timeout" in str(exc).lower()
     ):
         return SshTimeoutError(name, f"{doing}: timed out after {timeout:g}s")
     return SshError(name, f"{doing}: {exc or type(exc).__name__}")
@@ -178,12 +196,14 @@ def connect(host: Host, *, timeout: float) -> Session:
         raise HostKeyError(name, "no known_hosts file configured; refusing to connect")
     if host.identity_file is None:
         raise SshError(name, "no identity_file configured; key authentication only")
-    client = paramiko.SSHClient()
+    pm = _paramiko()
+    unknown_key, reject = _reject_policy()
+    client = pm.SSHClient()
     try:
         client.load_host_keys(str(host.known_hosts))
     except OSError as exc:
         raise HostKeyError(name, f"cannot read known_hosts {host.known_hosts}: {exc}") from exc
-    client.set_missing_host_key_policy(_Reject())
+    client.set_missing_host_key_policy(reject)
     try:
         client.connect(
             sock=_open_socket(host, timeout),
@@ -201,7 +221,7 @@ def connect(host: Host, *, timeout: float) -> Session:
     except BaseException as exc:
         client.close()
         if isinstance(exc, Exception):
-            raise _translate_connect(host, exc, timeout) from exc
+            raise _translate_connect(host, exc, timeout, unknown_key) from exc
         raise
     log.debug("%s: connected to %s@%s:%d", name, host.user, host.address, host.port)
     return Session(host, client)
@@ -215,34 +235,37 @@ def _open_socket(host: Host, timeout: float) -> socket.socket:
     return sock
 
 
-def _translate_connect(host: Host, exc: Exception, timeout: float) -> SshError:
+def _translate_connect(
+    host: Host, exc: Exception, timeout: float, unknown_key: type[Exception]
+) -> SshError:
+    pm = _paramiko()
     name = host.name
     where = f"{host.user}@{host.address}:{host.port}"
-    if isinstance(exc, paramiko.BadHostKeyException):
+    if isinstance(exc, pm.BadHostKeyException):
         return HostKeyError(
             name,
             f"host key for {name} does not match known_hosts {host.known_hosts} "
             f"(possible MITM); refusing (got {exc.key.get_name()} {exc.key.fingerprint})",
         )
-    if isinstance(exc, _UnknownHostKey):
+    if isinstance(exc, unknown_key):
         return HostKeyError(
             name,
             f"host key for {name} ({exc}) is not in known_hosts {host.known_hosts}; refusing",
         )
-    if isinstance(exc, paramiko.AuthenticationException):
+    if isinstance(exc, pm.AuthenticationException):
         return SshError(
             name, f"authentication refused for {where} with identity {host.identity_file}"
         )
-    if isinstance(exc, paramiko.PasswordRequiredException):
+    if isinstance(exc, pm.PasswordRequiredException):
         return SshError(name, f"identity {host.identity_file} is encrypted; not supported")
     if isinstance(exc, TimeoutError):
         return SshTimeoutError(name, f"connect to {where} timed out after {timeout:g}s")
     if isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and exc.strerror:
         return SshError(name, f"cannot connect to {where}: {exc.strerror}")
-    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+    if isinstance(exc, pm.ssh_exception.NoValidConnectionsError):
         return SshError(name, f"cannot connect to {where}: {exc.strerror or exc}")
-    if isinstance(exc, paramiko.SSHException) and "timeout" in str(exc).lower():
+    if isinstance(exc, pm.SSHException) and "timeout" in str(exc).lower():
         return SshTimeoutError(name, f"connect to {where}: {exc}")
-    if isinstance(exc, (paramiko.SSHException, OSError, EOFError, ValueError)):
+    if isinstance(exc, (pm.SSHException, OSError, EOFError, ValueError)):
         return SshError(name, f"cannot connect to {where}: {exc or type(exc).__name__}")
     return SshError(name, f"cannot connect to {where}: {type(exc).__name__}: {exc}")
