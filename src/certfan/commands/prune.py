@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from certfan import defaults
 from certfan.config import Config, Host
 from certfan.deploy import fanout, ssh
 from certfan.deploy.hostrun import Connect, Session
-from certfan.deploy.plan import Step
+from certfan.deploy.plan import parse_prune_list as parse_list
+from certfan.deploy.plan import prune_delete as delete_step
+from certfan.deploy.plan import prune_list as list_step
 from certfan.errors import CertfanError, StoreError
 from certfan.state.deploy import DeployState
 from certfan.state.revocations import Holds
@@ -100,67 +101,6 @@ def plan_host(listed: Sequence[str], live: str | None, keep: Iterable[str]) -> t
     return tuple(v for v in versions if v not in kept)
 
 
-# ---------------------------------------------------------------- remote steps (data)
-
-_LIST = r"""
-set -u
-root=$1 cert=$2
-if [ -L "$root/live/$cert" ]; then printf 'live=%s\n' "$(readlink -- "$root/live/$cert")"; fi
-if [ -d "$root/archive/$cert" ]; then
-  for d in "$root/archive/$cert"/*/; do
-    [ -d "$d" ] || continue
-    d=${d%/}
-    printf 'dir=%s\n' "${d##*/}"
-  done
-fi
-exit 0
-"""
-
-# Args: root cert name...  Each goes aside by rename first (nginx never sees a
-# half-deleted directory under a name), then is removed.
-_DELETE = r"""
-set -eu
-root=$1 cert=$2
-shift 2
-cd -- "$root/archive/$cert"
-live=$(readlink -- "$root/live/$cert" 2>/dev/null || true)
-for v in "$@"; do
-  case "$v" in ''|.*|*/*) echo "refusing to delete '$v'" >&2; exit 3 ;; esac
-  if [ "${live##*/}" = "$v" ]; then echo "$v is live now; not deleting it" >&2; exit 3; fi
-  [ -d "$v" ] || continue
-  rm -rf -- ".$v.del"
-  mv -T -- "$v" ".$v.del"
-  rm -rf -- ".$v.del"
-  echo "deleted $v"
-done
-sync -- .
-"""
-
-
-def list_step(host: Host, cert: str) -> Step:
-    return Step(name="list", argv=("sh", "-c", _LIST.strip() + "\n", "certfan-list",
-                                   host.root, cert),
-                summary=f"list {host.root}/archive/{cert}/ and the live pointer")
-
-
-def delete_step(host: Host, cert: str, versions: Sequence[str]) -> Step:
-    return Step(name="delete", argv=("sh", "-c", _DELETE.strip() + "\n", "certfan-prune",
-                                     host.root, cert, *versions),
-                summary=f"delete {', '.join(versions)} from {host.root}/archive/{cert}/")
-
-
-def parse_list(stdout: bytes) -> tuple[str | None, tuple[str, ...]]:
-    live: str | None = None
-    dirs = []
-    for line in stdout.decode("utf-8", "replace").splitlines():
-        key, _, value = line.partition("=")
-        if key == "live":
-            live = Path(value).name or None
-        elif key == "dir" and value:
-            dirs.append(value)
-    return live, tuple(dirs)
-
-
 # ---------------------------------------------------------------- running
 
 
@@ -183,7 +123,9 @@ def prune(cfg: Config, store: Store, *, keep: int = DEFAULT_KEEP, certs: Sequenc
         return _prune_host(host, mine, kept, cfg, dry_run, connect)
 
     deadline = cfg.rollout.connect_timeout + 2 * cfg.rollout.command_timeout * len(names) + 1
-    done = fanout.each_host(hosts, job, concurrency=cfg.rollout.concurrency, deadline=deadline)
+    done = dict(zip([h.name for h in hosts], fanout.fan_out(
+        hosts, job, concurrency=cfg.rollout.concurrency, deadline=deadline, name=lambda h: h.name),
+        strict=True))
     results: list[HostResult] = []
     for host in hosts:
         outcome = done[host.name]

@@ -257,7 +257,8 @@ def _dns(ctx: check.Ctx, value: object) -> DnsConfig:
 _ROLLOUT: dict[str, check.Conv[Any]] = {
     "canary": check.integer(0, 10000),
     "concurrency": check.integer(1, 256),
-    "failure_budget": check.integer(0, 10000),
+    "failure_budget": check.count_or_percent,
+    "max_unreachable": check.count_or_percent,
     "rollback_on_halt": check.boolean,
     "connect_timeout": check.seconds(86400),
     "command_timeout": check.seconds(86400),

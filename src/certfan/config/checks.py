@@ -164,6 +164,18 @@ def integer(lo: int, hi: int) -> Conv[int]:
 
 port = integer(1, 65535)
 
+_PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)%")
+
+
+def count_or_percent(ctx: Ctx, key: KeyPath, value: object) -> int | str:
+    """A count of hosts (0..10000) or a share of them, "10%" (0..100)."""
+    if isinstance(value, str):
+        match = _PERCENT.fullmatch(value.strip())
+        if match is None or float(match.group(1)) > 100:
+            raise ctx.error(key, f'expected a count or a percentage like "10%", got {show(value)}')
+        return f"{match.group(1)}%"
+    return integer(0, 10000)(ctx, key, value)
+
 
 def seconds(hi: int) -> Conv[float]:
     def conv(ctx: Ctx, key: KeyPath, value: object) -> float:

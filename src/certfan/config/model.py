@@ -136,8 +136,9 @@ class DnsConfig:
 @dataclass(frozen=True)
 class RolloutPolicy:
     canary: int = 1
-    concurrency: int = 4
-    failure_budget: int = 0
+    concurrency: int = 64  # a 50-host fleet in one wave; a thread and a socket per host
+    failure_budget: int | str = 0  # rejected hosts tolerated: a count, or "10%" of the hosts
+    max_unreachable: int | str = "50%"  # more unreachable than this: halt (our network?)
     rollback_on_halt: bool = True
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
