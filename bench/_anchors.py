@@ -112,6 +112,8 @@ class Leaves:
     def __init__(self, work: Path, names: Sequence[str]) -> None:
         self.work, self.names = work, list(names)
         self.ca_key, self.ca = pki.new_ca("certfan bench CA")
+        self.ca_file = work / "bench-ca.pem"  # `certfan import --trust`: the chains' root
+        self.ca_file.write_bytes(pki.cert_pem(self.ca))
         self.count = 0
 
     def new(self, prefix: str) -> tuple[Path, str]:
@@ -124,7 +126,6 @@ class Leaves:
         key, cert = pki.issue(self.ca_key, self.ca, self.names, dt.timedelta(days=90))
         pki.write_private(d / "privkey.pem", pki.key_pem(key))
         (d / "fullchain.pem").write_bytes(pki.cert_pem(cert) + pki.cert_pem(self.ca))
-        (d / "ca.pem").write_bytes(pki.cert_pem(self.ca))  # import --trust: the chain's root
         der = ssl.PEM_cert_to_DER_cert(pki.cert_pem(cert).decode())
         return d, hashlib.sha256(der).hexdigest()
 
@@ -180,21 +181,23 @@ def check_served(run: Run, nodes: Sequence[Node], snis: Sequence[str], sha: str)
 # ---------------------------------------------------------------- contenders
 
 
-def certfan(cfg_path: Path, leaf_dir: Path, src: Path | None = None) -> Run:
+def certfan(cfg_path: Path, leaf_dir: Path, trust: Path, src: Path | None = None) -> Run:
     """`certfan import` the leaf (not timed), then `certfan push --json` (timed).
 
-    `src`: run certfan from that source tree (a ``src`` dir, e.g. from ``git archive``
-    of another commit) instead of the installed one, to compare engines.
+    `trust`: the bench CA, for an import that checks the chain (``--trust``, where
+    that certfan has it). `src`: run certfan from that source tree (a ``src`` dir,
+    e.g. from ``git archive`` of another commit) instead of the installed one.
     """
     base = [sys.executable, "-m", "certfan", "--config", str(cfg_path)]
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = str(src)
-    imported = subprocess.run(
-        [*base, "import", CERT, "--key", str(leaf_dir / "privkey.pem"),
-         "--fullchain", str(leaf_dir / "fullchain.pem"), "--trust", str(leaf_dir / "ca.pem")],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=120,
-        env=env)
+    argv = [*base, "import", CERT, "--key", str(leaf_dir / "privkey.pem"),
+            "--fullchain", str(leaf_dir / "fullchain.pem")]
+    if _has_option(base, "import", "--trust", env):
+        argv += ["--trust", str(trust)]
+    imported = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              check=False, timeout=120, env=env)
     if imported.returncode != 0:
         raise RuntimeError(f"certfan import failed (exit {imported.returncode}): "
                            f"{imported.stderr.strip()[-300:]}")
@@ -214,6 +217,19 @@ def certfan(cfg_path: Path, leaf_dir: Path, src: Path | None = None) -> Run:
     if run.code != 0 and not run.note:
         run.note = (run.stderr.strip().splitlines() or ["(no output)"])[-1][-300:]
     return run
+
+
+_HELP: dict[tuple[str, ...], str] = {}
+
+
+def _has_option(base: list[str], command: str, option: str, env: dict[str, str]) -> bool:
+    """Whether this certfan's `command --help` lists `option` (asked once per certfan)."""
+    key = (env.get("PYTHONPATH", ""), command)
+    if key not in _HELP:
+        done = subprocess.run([*base, command, "--help"], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, check=False, timeout=60, env=env)
+        _HELP[key] = done.stdout
+    return option in _HELP[key]
 
 
 def inventory(cfg: Config, nodes: Sequence[Node]) -> list[dict[str, Any]]:

@@ -110,7 +110,8 @@ class Bench:
         targets = self.lab.nodes[:nodes]
         leaf_dir, sha = self.leaves.new(name[:2])
         if name == "certfan":
-            run = certfan(self.configs[nodes], leaf_dir, self.args.certfan_src)
+            run = certfan(self.configs[nodes], leaf_dir, self.leaves.ca_file,
+                          self.args.certfan_src)
         elif name == "ansible":
             run = self.ansible.run(inventory(self.cfg, targets), leaf_dir)
         else:
