@@ -12,9 +12,9 @@ A webhook gets one HTTP POST with a JSON body. ``format = "certfan"`` (the
 default) sends the document :func:`payload` builds::
 
     {"certfan": 1, "event": "halted", "command": "renew", "severity": "critical",
-     "summary": "media: rollout of 20261202-000102 halted at sally (prove): ...",
+     "summary": "media: rollout of 0002-3f9a1c0d2b7e halted at sally (prove): ...",
      "origin": "certfan-01", "time": "2026-12-02T00:01:05Z",
-     "items": [{"cert": "media", "host": "sally", "version": "20261202-000102",
+     "items": [{"cert": "media", "host": "sally", "version": "0002-3f9a1c0d2b7e",
                 "detail": "failed at prove: serves ..."}, ...]}
 
 ``slack`` sends ``{"text": ...}`` and ``discord`` ``{"content": ...}`` (their
