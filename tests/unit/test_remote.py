@@ -1,15 +1,15 @@
-"""The remote planner: which steps, in which order, with which argv (no network).
+"""The remote plan and the one script it runs (no network).
 
-The scripts the plans carry are also run here, with ``sh`` on a temporary
-directory standing in for a node's root, so their effect on disk (modes,
-atomic flip, certbot conversion) is checked without SSH.
+The plans are tables: facts in, steps out. The DEPLOY script is run here with
+``sh`` on a temporary directory standing in for a node's root, so its effect
+on disk (modes, atomic flip, certbot conversion, flip back) and the steps it
+reports are checked against the plan without SSH.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shlex
 import stat
 import subprocess
 from datetime import UTC, datetime
@@ -22,345 +22,231 @@ from certfan.deploy import plan as remote
 from certfan.deploy.plan import FileSpec, LiveFacts, PlanError
 from certfan.state.store import Release
 
-HOST = Host(
-    name="sally",
-    address="10.77.3.2",
-    root="/srv/le",
-    config_test=("nginx", "-t"),
-    reload=("systemctl", "reload", "nginx"),
-    probe_address="10.77.3.2",
-)
+HOST = Host(name="sally", address="10.77.3.2", root="/srv/le", config_test=("nginx", "-t"),
+            reload=("systemctl", "reload", "nginx"), probe_address="10.77.3.2")
 VERSION = "0002-1a2b3c4d5e6f"
 TARGET = "../archive/media/0002-1a2b3c4d5e6f"
 
 
-def _release(tmp: Path = Path("/state/media/0002"), names: tuple[str, ...] = ("media.lab.test",)):
+def _release(path: Path = Path("/state/media/0002"),
+             names: tuple[str, ...] = ("media.lab.test",)) -> Release:
     now = datetime.now(UTC)
-    return Release(
-        cert="media",
-        version=VERSION,
-        path=tmp,
-        sha256="ab" * 32,
-        serial="1",
-        names=names,
-        not_before=now,
-        not_after=now,
-        issuer="CN=test",
-        order_url=None,
-        key_type="ec-p256",
-    )
+    return Release(cert="media", version=VERSION, path=path, sha256="ab" * 32, serial="1",
+                   names=names, not_before=now, not_after=now, issuer="CN=test", order_url=None,
+                   key_type="ec-p256")
 
 
 def _files(base: Path = Path("/state/media/0002")) -> tuple[FileSpec, ...]:
     return tuple(FileSpec(n, 10, "00" * 32, base / n) for n in remote.RELEASE_FILES)
 
 
-CERTBOT = LiveFacts(
-    root_exists=True,
-    live=remote.LIVE_DIR,
-    files={
-        "privkey.pem": "../../archive/media/privkey3.pem",
-        "fullchain.pem": "../../archive/media/fullchain3.pem",
-    },
-)
-OLDER = LiveFacts(
-    root_exists=True, live=remote.LIVE_LINK, target="../archive/media/0001-aaaaaaaaaaaa"
-)
-AT_VERSION = LiveFacts(root_exists=True, live=remote.LIVE_LINK, target=TARGET, version_present=True)
+CERTBOT = LiveFacts(root_exists=True, live=remote.LIVE_DIR,
+                    files={"privkey.pem": "../../archive/media/privkey3.pem"})
+OLDER = LiveFacts(root_exists=True, live=remote.LIVE_LINK,
+                  target="../archive/media/0001-aaaaaaaaaaaa")
+AT_VERSION = LiveFacts(root_exists=True, live=remote.LIVE_LINK, target=TARGET,
+                       version_present=True)
 FRESH = LiveFacts(root_exists=True, live=remote.LIVE_MISSING)
+PUSH = ["upload", "flip", "test", "reload", "settle", "prove"]
 
 
-@pytest.mark.parametrize(
-    ("facts", "steps", "previous", "already"),
-    [
-        (
-            CERTBOT,
-            ["convert", "upload", "flip", "test", "reload", "prove"],
-            "../archive/media/certbot-3",
-            False,
-        ),
-        (
-            OLDER,
-            ["upload", "flip", "test", "reload", "prove"],
-            "../archive/media/0001-aaaaaaaaaaaa",
-            False,
-        ),
-        # A run that stopped after its flip: nothing to flip, and nothing to flip back to.
-        (AT_VERSION, ["upload", "test", "reload", "prove"], None, True),
-        (FRESH, ["upload", "flip", "test", "reload", "prove"], None, False),
-    ],
-    ids=["certbot-layout", "older-version", "pointer-already-there", "fresh-node"],
-)
-def test_plan_push_steps(facts, steps, previous, already):
-    plan = remote.plan_push(HOST, _release(), facts, _files())
-    assert [s.name for s in plan.steps] == steps
-    assert plan.previous_target == previous
-    assert plan.already_live is already
-    flips = [s for s in plan.steps if s.name == "flip"]
-    for flip in flips:
-        assert flip.argv[-3:] == (HOST.root, "media", TARGET)
+@pytest.mark.parametrize(("facts", "steps"), [
+    (CERTBOT, ["convert", *PUSH]),
+    (OLDER, PUSH),
+    (AT_VERSION, ["upload", "test", "reload", "settle", "prove"]),  # stopped after its flip
+    (FRESH, PUSH),
+], ids=["certbot-layout", "older-version", "pointer-already-there", "fresh-node"])
+def test_plan_push_steps(facts: LiveFacts, steps: list[str]) -> None:
+    planned = remote.plan_push(HOST, _release(), facts, _files())
+    assert [s.name for s in planned] == steps
+    assert planned[-1].name == "prove" and "media.lab.test" in planned[-1].summary
+    test, reload = (s for s in planned if s.name in ("test", "reload"))
+    assert test.argv == ("nginx", "-t") and reload.argv == ("systemctl", "reload", "nginx")
 
 
-@pytest.mark.parametrize(
-    ("facts", "message"),
-    [
-        (LiveFacts(root_exists=False, live=remote.LIVE_MISSING), "/srv/le does not exist"),
-        (LiveFacts(root_exists=True, live=remote.LIVE_OTHER), "neither a symlink nor a directory"),
-    ],
-)
-def test_plan_push_refuses_unknown_states(facts, message):
+@pytest.mark.parametrize(("facts", "message"), [
+    (LiveFacts(root_exists=False, live=remote.LIVE_MISSING), "/srv/le does not exist on sally"),
+    (LiveFacts(root_exists=True, live=remote.LIVE_OTHER), "neither a symlink nor a directory"),
+])
+def test_plan_push_refuses_unknown_states(facts: LiveFacts, message: str) -> None:
     with pytest.raises(PlanError, match=message):
         remote.plan_push(HOST, _release(), facts, _files())
 
 
-@pytest.mark.parametrize(
-    ("previous", "reload", "old_sha", "steps", "flip_args"),
-    [
-        (
-            "../archive/media/0001-x",
-            False,
-            "cd" * 32,
-            ["flip"],
-            ("media", "../archive/media/0001-x"),
-        ),
-        (
-            "../archive/media/0001-x",
-            True,
-            "cd" * 32,
-            ["flip", "test", "reload", "prove"],
-            ("media", "../archive/media/0001-x"),
-        ),
-        (
-            "../archive/media/0001-x",
-            True,
-            None,
-            ["flip", "test", "reload"],
-            ("media", "../archive/media/0001-x"),
-        ),
-        # First deployment to a node: there was no pointer; remove ours, reload nothing.
-        (None, True, None, ["flip"], (HOST.root, "media")),
-    ],
-    ids=["not-reloaded", "reloaded", "reloaded-old-unknown", "no-previous"],
-)
-def test_plan_rollback(previous, reload, old_sha, steps, flip_args):
-    plan = remote.plan_rollback(
-        HOST, "media", previous, ("media.lab.test",), old_sha, reload=reload
-    )
-    assert [s.name for s in plan] == steps
-    assert plan[0].argv[-len(flip_args) :] == flip_args
-    if "prove" in steps:
-        assert plan[-1].expect_sha256 == old_sha
-        assert plan[-1].local
+@pytest.mark.parametrize(("names", "snis"), [
+    (("media.lab.test",), ("media.lab.test",)),
+    (("*.lab.test", "lab.test"), ("certfan-probe.lab.test", "lab.test")),
+    (("a.test", "a.test"), ("a.test",)),
+])
+def test_prove_asks_for_every_name(names: tuple[str, ...], snis: tuple[str, ...]) -> None:
+    assert remote.probe_snis(names) == snis
 
 
-def test_test_and_reload_run_the_hosts_argv_verbatim():
-    plan = remote.plan_push(HOST, _release(), OLDER, _files())
-    by_name = {s.name: s for s in plan.steps}
-    assert by_name["test"].argv == ("nginx", "-t")
-    assert by_name["reload"].argv == ("systemctl", "reload", "nginx")
+def test_config_values_are_arguments_never_script_text() -> None:
+    odd = Host(name="odd", address="10.0.0.1", root="/srv/$(touch pwned); x",
+               config_test=("nginx", "-t", "-c", "/etc/a b;c"), reload=("kill", "-HUP", "`id`"))
+    argv = remote.deploy_argv(odd, _release(), _files(), remote.PUSH)
+    assert argv[:2] == ("sh", "-c") and "pwned" not in argv[2] and "`id`" not in argv[2]
+    assert odd.root in argv and "/etc/a b;c" in argv and "`id`" in argv
+    # The host's commands travel as counted lists: 4 words of test, 3 of reload.
+    assert argv[-9:] == ("4", "nginx", "-t", "-c", "/etc/a b;c", "3", "kill", "-HUP", "`id`")
 
 
-@pytest.mark.parametrize(
-    ("names", "snis"),
-    [
-        (("media.lab.test",), ("media.lab.test",)),
-        (("lab.test", "*.lab.test"), ("lab.test", "certfan-probe.lab.test")),
-        (("*.a.test", "*.a.test", "b.test"), ("certfan-probe.a.test", "b.test")),
-    ],
-)
-def test_prove_asks_for_every_name(names, snis):
-    plan = remote.plan_push(HOST, _release(names=names), OLDER, _files())
-    prove = plan.steps[-1]
-    assert prove.name == "prove" and prove.local
-    assert prove.snis == snis
-    assert prove.expect_sha256 == "ab" * 32
+@pytest.mark.parametrize(("stdout", "facts"), [
+    (b"root=present\nlive=missing\n", FRESH),
+    (b"root=present\nlive=link\ntarget=../archive/media/0001-aaaaaaaaaaaa\n", OLDER),
+    (b"root=present\nlive=dir\nfile=privkey.pem ../../archive/media/privkey3.pem\n", CERTBOT),
+    (b"root=missing\nlive=missing\n", LiveFacts(root_exists=False, live=remote.LIVE_MISSING)),
+])
+def test_parse_report_facts(stdout: bytes, facts: LiveFacts) -> None:
+    assert remote.parse_report(stdout).facts == facts
 
 
-def test_upload_carries_sizes_and_digests_and_streams_files_in_order():
-    files = _files()
-    step = remote.plan_upload(HOST, _release(), files)
-    assert step.stdin_files == tuple(f.source for f in files)
-    assert step.argv[3:7] == ("certfan-upload", HOST.root, "media", VERSION)
-    triples = step.argv[7:]
-    assert triples == tuple(x for f in files for x in (f.name, str(f.size), f.sha256))
-    assert "privkey.pem (0600)" in step.summary
+def test_parse_report_steps_and_the_old_fullchain() -> None:
+    pem = b"-----BEGIN CERTIFICATE-----\nZGVyIG9mIG9sZA==\n-----END CERTIFICATE-----\n"
+    out = (b"root=present\nlive=link\ntarget=../archive/media/0001-a\nold<<\n" + pem
+           + b"\nold>>\nupload=ok\nprevious=../archive/media/0001-a\nflip=ok\ntest=failed\n"
+           b"undo=ok\nfailed=test\n")
+    report = remote.parse_report(out)
+    assert report.facts.fullchain_pem == pem
+    assert report.facts.leaf_sha256 == hashlib.sha256(b"der of old").hexdigest()
+    assert report.previous == "../archive/media/0001-a" and report.failed == "test"
+    assert report.flipped and report.undo_ok is True and not report.reloaded and not report.done
 
 
-@pytest.mark.parametrize(
-    ("files", "name"),
-    [
-        ({"privkey.pem": "../../archive/media/privkey1.pem"}, "certbot-1"),
-        ({"privkey.pem": "../../archive/media/privkey12.pem"}, "certbot-12"),
-        ({"privkey.pem": "/etc/ssl/private/media.key"}, "certbot"),
-        ({}, "certbot"),
-    ],
-)
-def test_certbot_copy_name(files, name):
-    facts = LiveFacts(root_exists=True, live=remote.LIVE_DIR, files=files)
-    assert remote.certbot_copy_name(facts) == name
+# ---------------------------------------------------------------- the script, run locally
 
 
-def test_config_values_are_arguments_never_script_text():
-    hostile = Host(
-        name="h",
-        address="192.0.2.1",
-        root="/srv/x'; rm -rf / #",
-        config_test=("nginx", "-t", "$(reboot)"),
-    )
-    plan = remote.plan_push(hostile, _release(), CERTBOT, _files())
-    for step in plan.steps:
-        if step.local:
-            continue
-        if step.argv[:2] == ("sh", "-c"):
-            assert hostile.root not in step.argv[2]
-            assert hostile.root in step.argv[3:]
-        # What ssh.py sends is shlex.join(argv); the remote shell must get argv back unchanged.
-        assert tuple(shlex.split(shlex.join(step.argv))) == step.argv
+def _pem(text: str) -> bytes:
+    import base64
+
+    return (b"-----BEGIN CERTIFICATE-----\n" + base64.b64encode(text.encode())
+            + b"\n-----END CERTIFICATE-----\n")
 
 
-@pytest.mark.parametrize(
-    ("stdout", "expected"),
-    [
-        (
-            b"root=present\nlive=link\ntarget=../archive/media/0001-aaaaaaaaaaaa\nversion=present\n",
-            LiveFacts(True, remote.LIVE_LINK, "../archive/media/0001-aaaaaaaaaaaa", {}, True, b""),
-        ),
-        (
-            b"root=present\nlive=dir\nfile=privkey.pem ../../archive/media/privkey1.pem\n"
-            + b"file=cert.pem\nfullchain<<\n-----BEGIN CERTIFICATE-----\nX\n",
-            LiveFacts(
-                True,
-                remote.LIVE_DIR,
-                None,
-                {"privkey.pem": "../../archive/media/privkey1.pem", "cert.pem": ""},
-                False,
-                b"-----BEGIN CERTIFICATE-----\nX\n",
-            ),
-        ),
-        (b"root=missing\nlive=missing\n", LiveFacts(False, remote.LIVE_MISSING)),
-        (b"root=present\nlive=other\n", LiveFacts(True, remote.LIVE_OTHER)),
-        (b"", LiveFacts(False, remote.LIVE_OTHER)),
-    ],
-    ids=["link", "certbot-dir", "no-root", "other", "empty"],
-)
-def test_parse_inspect(stdout, expected):
-    assert remote.parse_inspect(stdout) == expected
+def _local_release(tmp: Path, version: str = VERSION) -> tuple[Release, tuple[FileSpec, ...],
+                                                               bytes]:
+    directory = tmp / "store" / version
+    directory.mkdir(parents=True)
+    body = {"privkey.pem": b"KEY " + version.encode() + b"\n", "fullchain.pem": _pem(version),
+            "cert.pem": _pem(version), "chain.pem": b""}
+    for name, data in body.items():
+        (directory / name).write_bytes(data)
+    release = _release(directory)
+    release = Release(**{**release.__dict__, "version": version})
+    specs = remote.release_specs(release, body)
+    return release, specs, b"".join(body[n] for n in remote.RELEASE_FILES)
 
 
-# ---------------------------------------------------------------- the scripts, run locally
+def _host(root: Path, test: str = "true", reload: str = "true") -> Host:
+    return Host(name="local", address="127.0.0.1", root=str(root), config_test=("sh", "-c", test),
+                reload=("sh", "-c", reload), probe_port=1)
 
 
-def _run(step: remote.Step, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    if stdin is None and step.stdin_files:
-        stdin = b"".join(p.read_bytes() for p in step.stdin_files)
-    # A wide-open umask must not leak into the key's mode: the scripts set their own.
-    return subprocess.run(
-        list(step.argv),
-        check=False,
-        input=stdin or b"",
-        capture_output=True,
-        timeout=30,
-        preexec_fn=lambda: os.umask(0),
-    )
-
-
-def _make_release(tmp_path: Path, tag: str) -> tuple[Release, tuple[FileSpec, ...]]:
-    src = tmp_path / f"release-{tag}"
-    src.mkdir()
-    specs = []
-    for name in remote.RELEASE_FILES:
-        data = f"{tag} {name}\n".encode() * 3
-        (src / name).write_bytes(data)
-        specs.append(FileSpec(name, len(data), hashlib.sha256(data).hexdigest(), src / name))
-    release = _release(src)
-    release = Release(**{**release.__dict__, "version": f"000{tag}-{tag * 12}"})
-    return release, tuple(specs)
+def _run(host: Host, release: Release, specs: tuple[FileSpec, ...], phases: str,
+         stdin: bytes = b"", back: str = "-") -> tuple[remote.RemoteReport, int, str]:
+    argv = remote.deploy_argv(host, release, specs, phases, back=back, settle_for=1)
+    proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=30, check=False)
+    return remote.parse_report(proc.stdout), proc.returncode, proc.stderr.decode()
 
 
 @pytest.fixture
-def node_root(tmp_path: Path) -> tuple[Host, Path]:
-    """A certbot-style root: live/media/*.pem -> ../../archive/media/*1.pem."""
-    root = tmp_path / "letsencrypt"
-    (root / "archive" / "media").mkdir(parents=True)
-    (root / "live" / "media").mkdir(parents=True)
-    for stem in ("privkey", "fullchain", "cert", "chain"):
-        (root / "archive" / "media" / f"{stem}1.pem").write_bytes(f"certbot {stem}\n".encode())
-        os.symlink(f"../../archive/media/{stem}1.pem", root / "live" / "media" / f"{stem}.pem")
-    return Host(name="local", address="127.0.0.1", root=str(root)), root
+def node_root(tmp_path: Path) -> Path:
+    root = tmp_path / "node"
+    (root / "live").mkdir(parents=True)
+    return root
 
 
-def _inspect(host: Host, version: str) -> LiveFacts:
-    proc = _run(remote.plan_inspect(host, "media", version))
-    assert proc.returncode == 0, proc.stderr
-    return remote.parse_inspect(proc.stdout)
-
-
-def test_scripts_convert_upload_flip_and_flip_back(node_root, tmp_path):
-    host, root = node_root
-    release, files = _make_release(tmp_path, "2")
-    facts = _inspect(host, release.version)
-    assert facts.live == remote.LIVE_DIR and facts.fullchain_pem == b"certbot fullchain\n"
-    plan = remote.plan_push(host, release, facts, files)
-    for step in plan.steps[:3]:  # convert, upload, flip
-        proc = _run(step)
-        assert proc.returncode == 0, (step.name, proc.stderr)
-
+def _certbot(root: Path) -> None:
+    archive = root / "archive-le" / "media"
+    archive.mkdir(parents=True)
+    (archive / "privkey3.pem").write_bytes(b"certbot key\n")
+    (archive / "fullchain3.pem").write_bytes(_pem("certbot"))
     live = root / "live" / "media"
-    assert os.readlink(live) == remote.version_target("media", release.version)
-    assert (live / "privkey.pem").read_bytes() == b"2 privkey.pem\n" * 3
-    version_dir = root / "archive" / "media" / release.version
-    assert stat.S_IMODE((version_dir / "privkey.pem").stat().st_mode) == 0o600
-    assert stat.S_IMODE((version_dir / "fullchain.pem").stat().st_mode) == 0o644
-    # certbot's directory is kept aside, and its content copied where rollback can reach it.
-    assert (root / "live" / ".media.certbot" / "privkey.pem").read_bytes() == b"certbot privkey\n"
-    copy = root / "archive" / "media" / "certbot-1"
+    live.mkdir()
+    for name in ("privkey", "fullchain"):
+        (live / f"{name}.pem").symlink_to(archive / f"{name}3.pem")
+
+
+def test_script_converts_certbot_uploads_and_flips_as_planned(node_root: Path,
+                                                              tmp_path: Path) -> None:
+    _certbot(node_root)
+    release, specs, stdin = _local_release(tmp_path)
+    host = _host(node_root)
+    report, code, err = _run(host, release, specs, remote.PUSH, stdin)
+    assert code == 0 and report.done, err
+    planned = [s.name for s in remote.plan_push(host, release, report.facts, specs)]
+    assert [s for s in planned if s in report.marks] == [s for s in planned if s != "prove"]
+    assert report.previous == "../archive/media/certbot-3"
+    assert os.readlink(node_root / "live" / "media") == f"../archive/media/{VERSION}"
+    key = node_root / "archive" / "media" / VERSION / "privkey.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.read_bytes().startswith(b"KEY")
+    copy = node_root / "archive" / "media" / "certbot-3"
+    assert (copy / "privkey.pem").read_bytes() == b"certbot key\n"
     assert stat.S_IMODE((copy / "privkey.pem").stat().st_mode) == 0o600
-    assert not [p for p in (root / "archive" / "media").iterdir() if p.name.startswith(".")]
-
-    after = _inspect(host, release.version)
-    assert after.live == remote.LIVE_LINK and after.version_present
-    for step in remote.plan_rollback(host, "media", plan.previous_target, (), None, reload=False):
-        assert _run(step).returncode == 0
-    assert (live / "fullchain.pem").read_bytes() == b"certbot fullchain\n"
-    assert os.readlink(live) == "../archive/media/certbot-1"
+    assert (node_root / "live" / ".media.certbot").is_dir()
+    assert report.facts.leaf_sha256 == hashlib.sha256(b"certbot").hexdigest()
 
 
-def test_upload_is_idempotent_and_refuses_to_replace_different_content(node_root, tmp_path):
-    host, root = node_root
-    release, files = _make_release(tmp_path, "3")
-    step = remote.plan_upload(host, release, files)
-    assert _run(step).returncode == 0
-    again = _run(step)
-    assert again.returncode == 0 and b"present" in again.stdout
-    tampered = root / "archive" / "media" / release.version / "fullchain.pem"
-    tampered.write_bytes(b"something else\n")
-    refused = _run(step)
-    assert refused.returncode != 0 and b"not replacing" in refused.stderr
+@pytest.mark.parametrize(("test", "reload", "failed", "reloaded"), [
+    ("exit 1", "true", "test", False),
+    ("true", "echo no nginx >&2; exit 1", "reload", True),
+])
+def test_script_flips_back_on_a_failed_test_or_reload(node_root: Path, tmp_path: Path, test: str,
+                                                      reload: str, failed: str,
+                                                      reloaded: bool) -> None:
+    old, old_specs, old_stdin = _local_release(tmp_path / "a", "0001-aaaaaaaaaaaa")
+    assert _run(_host(node_root), old, old_specs, remote.PUSH, old_stdin)[1] == 0
+    new, specs, stdin = _local_release(tmp_path / "b")
+    report, code, err = _run(_host(node_root, test, reload), new, specs, remote.PUSH, stdin)
+    assert code == 3 and report.failed == failed and report.flipped
+    assert report.reloaded is reloaded
+    assert os.readlink(node_root / "live" / "media") == "../archive/media/0001-aaaaaaaaaaaa"
+    # Flipping back also reloads after a failed reload, which fails the same way here.
+    assert report.undo_ok is (failed == "test")
 
 
-def test_upload_with_short_stdin_leaves_nothing_behind(node_root, tmp_path):
-    host, root = node_root
-    release, files = _make_release(tmp_path, "4")
-    step = remote.plan_upload(host, release, files)
-    payload = b"".join(p.read_bytes() for p in step.stdin_files)
-    proc = _run(step, stdin=payload[:-5])
-    assert proc.returncode != 0
-    assert sorted(p.name for p in (root / "archive" / "media").iterdir()) == [
-        "cert1.pem",
-        "chain1.pem",
-        "fullchain1.pem",
-        "privkey1.pem",
-    ]
+def test_script_upload_is_idempotent_and_refuses_other_content(node_root: Path,
+                                                               tmp_path: Path) -> None:
+    release, specs, stdin = _local_release(tmp_path)
+    host = _host(node_root)
+    assert _run(host, release, specs, remote.STAGE, stdin)[0].marks["upload"] == "ok"
+    assert _run(host, release, specs, remote.STAGE, stdin)[0].marks["upload"] == "present"
+    assert not (node_root / "live" / "media").exists()  # staging changes nothing live
+    other = tuple(FileSpec(s.name, s.size, "11" * 32, s.source) for s in specs)
+    report, code, err = _run(host, release, other, remote.STAGE, stdin)
+    assert code == 3 and report.failed == "upload" and "other content" in err
 
 
-def test_flip_refuses_an_incomplete_target_and_a_directory(node_root, tmp_path):
-    host, root = node_root
-    missing = _run(remote.plan_flip(host, "media", "../archive/media/0009-nothing"))
-    assert missing.returncode != 0 and b"not flipping" in missing.stderr
-    # live/media is still certbot's directory: a symlink cannot be renamed over it.
-    (root / "archive" / "media" / "v").mkdir()
-    for name in ("privkey.pem", "fullchain.pem"):
-        (root / "archive" / "media" / "v" / name).write_bytes(b"x")
-    onto_dir = _run(remote.plan_flip(host, "media", "../archive/media/v"))
-    assert onto_dir.returncode != 0
-    assert (root / "live" / "media").is_dir() and not (root / "live" / "media").is_symlink()
+def test_script_upload_with_short_stdin_leaves_nothing_behind(node_root: Path,
+                                                              tmp_path: Path) -> None:
+    release, specs, stdin = _local_release(tmp_path)
+    report, code, _ = _run(_host(node_root), release, specs, remote.STAGE, stdin[:-5])
+    assert code != 0 and report.failed == "upload"
+    archive = node_root / "archive" / "media"
+    assert [p.name for p in archive.iterdir()] == []
+
+
+def test_script_refuses_to_flip_to_an_incomplete_version(node_root: Path, tmp_path: Path) -> None:
+    release, specs, _ = _local_release(tmp_path)
+    (node_root / "archive" / "media" / VERSION).mkdir(parents=True)
+    report, code, err = _run(_host(node_root), release, specs, remote.APPLY)
+    assert code == 3 and report.failed == "flip" and "missing or empty" in err
+    assert not (node_root / "live" / "media").exists()
+
+
+def test_script_rollback_and_refresh(node_root: Path, tmp_path: Path) -> None:
+    old, old_specs, old_stdin = _local_release(tmp_path / "a", "0001-aaaaaaaaaaaa")
+    new, specs, stdin = _local_release(tmp_path / "b")
+    host = _host(node_root)
+    assert _run(host, old, old_specs, remote.PUSH, old_stdin)[1] == 0
+    assert _run(host, new, specs, remote.PUSH, stdin)[1] == 0
+    again, code, _ = _run(host, new, specs, remote.APPLY)  # already live: nothing to do
+    assert code == 0 and again.marks == {"flip": "already"}
+    refresh, code, _ = _run(host, new, specs, remote.APPLY, back=remote.REFRESH)
+    assert code == 0 and refresh.marks["test"] == refresh.marks["reload"] == "ok"
+    back, code, _ = _run(host, new, specs, remote.ROLLBACK, back="../archive/media/0001-aaaaaaaaaaaa")
+    assert code == 0 and back.undo_ok is True
+    assert os.readlink(node_root / "live" / "media") == "../archive/media/0001-aaaaaaaaaaaa"
+    gone, code, _ = _run(host, new, specs, remote.ROLLBACK, back="-")  # a first deployment
+    assert code == 0 and not (node_root / "live" / "media").is_symlink()

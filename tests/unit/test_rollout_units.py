@@ -1,535 +1,303 @@
-"""Rollout: the fleet policy with small fakes, then the real thing on the lab.
+"""The fleet policy, on local stand-ins for nodes (no root, no network).
 
-The first part hands ``rollout.push`` a fake ``connect`` and ``prober`` (no
-network) to pin the policy down: canary first and alone, bounded concurrency,
-halting, rollback on halt, an outcome for every host even when a host thread
-raises or hangs. The second part pushes real releases to the lab's nodes over
-SSH and checks what nginx serves.
+Each node is a directory: the real DEPLOY script runs on it with ``sh`` (a
+session that runs argv locally instead of over SSH), its "nginx" is a config
+test that fails while ``broken`` exists and a reload that copies the live
+fullchain to ``served``, and the prober reads ``served``. What is asserted is
+what each node's live pointer names and serves afterwards.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
-import json
-import logging
 import os
-import stat
+import ssl
+import subprocess
 import threading
-import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from certfan import config
-from certfan.cli import app as cli
 from certfan.config import Endpoint, Host, RolloutPolicy
-from certfan.deploy import fleet as rollout
-from certfan.deploy import hostrun
-from certfan.deploy.ssh import Result
+from certfan.deploy import fleet, hostrun
+from certfan.deploy.model import Event, Failure, Result
 from certfan.errors import ProbeError, SshError
-from certfan.state.deploy import DeployState, hosts_behind
-from certfan.state.store import Release, Store
-from certfan_lab import LabError, pki
+from certfan.state.deploy import DeployState
+from certfan.state.store import Release
 
-# ---------------------------------------------------------------- releases
+POLICY = RolloutPolicy(connect_timeout=1.0, command_timeout=5.0, verify_timeout=1.0)
+OLD, NEW = "0001-aaaaaaaaaaaa", "0002-bbbbbbbbbbbb"
+FILES = ("privkey.pem", "fullchain.pem", "cert.pem", "chain.pem")
+
+_TEST = 'test ! -e "$0/broken" || { echo "broken config" >&2; exit 1; }'
+_RELOAD = (
+    'if [ -e "$0/hold" ]; then i=0; while [ ! -e "$0/go" ] && [ $i -lt 200 ]; do '
+    'sleep 0.05; i=$((i+1)); done; fi; '
+    'cp "$0/root/live/media/fullchain.pem" "$0/served" && echo x >> "$0/reloads"'
+)
 
 
-_CA = pki.new_ca("rollout test CA")
+def _pem(version: str) -> bytes:
+    return (b"-----BEGIN CERTIFICATE-----\n" + base64.b64encode(f"der of {version}".encode())
+            + b"\n-----END CERTIFICATE-----\n")
 
 
-def make_release(store: Store, names: Sequence[str] = ("media.lab.test", "*.lab.test")) -> Release:
-    """A new current version of "media", signed by a local CA."""
-    ca_key, ca = _CA
-    key = ec.generate_private_key(ec.SECP256R1())
+def _sha(version: str) -> str:
+    return hashlib.sha256(f"der of {version}".encode()).hexdigest()
+
+
+def _files(version: str) -> dict[str, bytes]:
+    return {"privkey.pem": f"key {version}\n".encode(), "fullchain.pem": _pem(version),
+            "cert.pem": _pem(version), "chain.pem": b""}
+
+
+def _release(base: Path, version: str) -> Release:
+    directory = base / "certs" / "media" / "versions" / version
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in _files(version).items():
+        (directory / name).write_bytes(data)
     now = datetime.now(UTC)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    release = store.save(
-        "media",
-        key_pem,
-        leaf.public_bytes(pem) + ca.public_bytes(pem),
-        order_url=None,
-        key_type="ec-p256",
-    )
-    store.activate(release)
-    return release
+    return Release(cert="media", version=version, path=directory, sha256=_sha(version),
+                   serial="2", names=("media.test", "*.media.test"), not_before=now,
+                   not_after=now, issuer="CN=x", order_url=None, key_type="ec-p256")
 
 
-# ---------------------------------------------------------------- fakes
-
-
-def _der(version: str) -> bytes:
-    return f"der of {version}".encode()
-
-
-class FakeNode:
-    """Just enough of a node: a pointer, what nginx serves, and faults by step name."""
-
-    def __init__(self, name: str, target: str | None = "../archive/media/0001-old"):
-        self.name = name
-        self.target = target
-        self.served = Path(target).name if target else None
-        self.fail: set[str] = set()  # step names that exit 1
-        self.fail_once: set[str] = set()  # step names that exit 1 the first time
+class Node:
+    def __init__(self, base: Path, name: str, index: int):
+        self.dir = base / name
+        self.root = self.dir / "root"
+        self.host = Host(name=name, address=f"192.0.2.{index}", root=str(self.root),
+                         config_test=("sh", "-c", _TEST, str(self.dir)),
+                         reload=("sh", "-c", _RELOAD, str(self.dir)), probe_port=1)
+        self.unreachable = False
         self.raise_on_connect: BaseException | None = None
-        self.hang_connect = 0.0
-        self.log: list[str] = []
+        version = self.root / "archive" / "media" / OLD
+        version.mkdir(parents=True)
+        for name_, data in _files(OLD).items():
+            (version / name_).write_bytes(data)
+        (self.root / "live").mkdir()
+        (self.root / "live" / "media").symlink_to(f"../archive/media/{OLD}")
+        (self.dir / "served").write_bytes(_pem(OLD))
+
+    def live(self) -> str:
+        return Path(os.readlink(self.root / "live" / "media")).name
+
+    def serves(self) -> str:
+        der = ssl.PEM_cert_to_DER_cert((self.dir / "served").read_text())
+        return {_sha(OLD): OLD, _sha(NEW): NEW}.get(hashlib.sha256(der).hexdigest(), "?")
+
+    def reloads(self) -> int:
+        path = self.dir / "reloads"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+    def staged(self, version: str) -> bool:
+        return (self.root / "archive" / "media" / version / "privkey.pem").exists()
 
 
-class FakeSession:
-    def __init__(self, node: FakeNode, fleet: FakeFleet):
-        self.node = node
-        self.fleet = fleet
+class LocalSession:
+    """Runs argv on this machine, as sshd would run it on the node."""
+
+    def __init__(self, fleet_: LocalFleet):
+        self.fleet = fleet_
 
     def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None) -> Result:
-        step = argv[3].removeprefix("certfan-") if argv[0] == "sh" else argv[-1]
-        step = {"nginx": "reload", "-t": "test", "unlink": "flip"}.get(step, step)
-        self.node.log.append(step)
-        if step in self.node.fail or step in self.node.fail_once:
-            self.node.fail_once.discard(step)
-            return Result(1, b"", f"{step} broke\n".encode())
-        if step == "inspect":
-            link = (
-                f"live=link\ntarget={self.node.target}\n" if self.node.target else "live=missing\n"
-            )
-            return Result(0, f"root=present\n{link}".encode(), b"")
-        if step == "flip":
-            self.node.target = argv[6] if len(argv) > 6 else None
-        if step == "reload":
-            self.node.served = Path(self.node.target).name if self.node.target else None
-        return Result(0, b"", b"")
+        try:
+            proc = subprocess.run(list(argv), input=stdin or b"", capture_output=True,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            return Result(-1, exc.stdout or b"", exc.stderr or b"", lost="no end in time")
+        return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def close(self) -> None:
         with self.fleet.lock:
             self.fleet.open -= 1
 
 
-class FakeFleet:
-    def __init__(self, names: Sequence[str]):
-        self.nodes = {n: FakeNode(n) for n in names}
-        self.hosts = [
-            Host(name=n, address=f"192.0.2.{i}", root="/srv/le") for i, n in enumerate(names, 1)
-        ]
+class LocalFleet:
+    def __init__(self, base: Path, names: Sequence[str]):
+        self.nodes = {n: Node(base, n, i) for i, n in enumerate(names, 1)}
+        self.hosts = [node.host for node in self.nodes.values()]
         self.lock = threading.Lock()
-        self.open = 0
-        self.max_open = 0
-        self.order: list[str] = []
+        self.open = self.max_open = 0
+        self.connects: list[str] = []
 
-    def connect(self, host: Host, *, timeout: float) -> FakeSession:
+    def connect(self, host: Host, *, timeout: float) -> LocalSession:
         node = self.nodes[host.name]
-        if node.hang_connect:
-            time.sleep(node.hang_connect)
         if node.raise_on_connect is not None:
             raise node.raise_on_connect
-        if "connect" in node.fail:
-            raise SshError(host.name, "connect refused")
+        if node.unreachable:
+            raise SshError(host.name, f"connect to {host.address}:22 timed out after {timeout:g}s")
         with self.lock:
             self.open += 1
             self.max_open = max(self.max_open, self.open)
-            self.order.append(host.name)
-        time.sleep(0.02)  # long enough for concurrent hosts to overlap
-        return FakeSession(node, self)
+            self.connects.append(host.name)
+        return LocalSession(self)
 
     def prober(self, endpoint: Endpoint, sni: str, timeout: float) -> bytes:
-        for host in self.hosts:
-            if host.probe == endpoint:
-                served = self.nodes[host.name].served
-                if served is None:
-                    raise ProbeError(str(endpoint), sni, "connection refused")
-                return _der(served)
-        raise AssertionError(endpoint)
-
-
-def _fake_release(directory: Path, version: str = "0002-new") -> Release:
-    directory.mkdir(exist_ok=True)
-    for name in ("privkey.pem", "cert.pem", "chain.pem", "fullchain.pem"):
-        (directory / name).write_bytes(name.encode())
-    now = datetime.now(UTC)
-    return Release(
-        cert="media",
-        version=version,
-        path=directory,
-        sha256=hashlib.sha256(_der(version)).hexdigest(),
-        serial="2",
-        names=("media.test",),
-        not_before=now,
-        not_after=now,
-        issuer="CN=x",
-        order_url=None,
-        key_type="ec-p256",
-    )
-
-
-FAST = RolloutPolicy(connect_timeout=0.2, command_timeout=0.2, verify_timeout=0.3)
+        for node in self.nodes.values():
+            if node.host.probe == endpoint:
+                return ssl.PEM_cert_to_DER_cert((node.dir / "served").read_text())
+        raise ProbeError(str(endpoint), sni, "connection refused")
 
 
 @pytest.fixture
-def push_fake(tmp_path: Path):
-    def push(fleet: FakeFleet, policy: RolloutPolicy = FAST, **kw: object) -> rollout.Report:
-        release = _fake_release(tmp_path / "release")
-        return rollout.push(
-            [(release, fleet.hosts)], policy, connect=fleet.connect, prober=fleet.prober, **kw
-        )
+def lab(tmp_path: Path):  # type: ignore[no-untyped-def]
+    class Setup:
+        release = _release(tmp_path / "state", NEW)
 
-    return push
+        def fleet(self, n: int = 4) -> LocalFleet:
+            return LocalFleet(tmp_path / "nodes", [f"h{i}" for i in range(1, n + 1)])
 
+        def push(self, f: LocalFleet, policy: RolloutPolicy = POLICY,
+                 **kw: object) -> fleet.Report:
+            return fleet.push([(self.release, f.hosts)], policy, connect=f.connect,
+                              prober=f.prober, **kw)  # type: ignore[arg-type]
 
-def _results(report: rollout.Report) -> dict[str, str]:
-    return {o.host: o.result for o in report.outcomes}
-
-
-def test_canary_goes_first_and_alone_then_bounded_concurrency(push_fake):
-    fleet = FakeFleet([f"h{i}" for i in range(1, 8)])
-    events: list[hostrun.Event] = []
-    report = push_fake(
-        fleet, dataclasses.replace(FAST, canary=2, concurrency=3), on_event=events.append
-    )
-    assert report.ok and set(_results(report).values()) == {hostrun.DEPLOYED}
-    assert fleet.order[:2] == ["h1", "h2"]
-    assert fleet.max_open == 3
-    done = [e.host for e in events if e.step == "done"]
-    assert done[:2] == ["h1", "h2"] and sorted(done) == sorted(n.name for n in fleet.hosts)
-    # h2 (a canary) finished before any non-canary connected.
-    first_rest = min(i for i, e in enumerate(events) if e.host not in ("h1", "h2"))
-    last_canary = max(i for i, e in enumerate(events) if e.host == "h2")
-    assert last_canary < first_rest
+    return Setup()
 
 
-def test_failure_halts_skips_the_rest_and_rolls_back_the_flipped(push_fake):
-    fleet = FakeFleet(["h1", "h2", "h3", "h4"])
-    fleet.nodes["h2"].fail.add("test")
-    report = push_fake(fleet, dataclasses.replace(FAST, concurrency=1))
-    assert _results(report) == {
-        "h1": hostrun.ROLLED_BACK,
-        "h2": hostrun.FAILED,
-        "h3": hostrun.SKIPPED,
-        "h4": hostrun.SKIPPED,
-    }
-    h2 = report.outcomes[1]
-    assert h2.failed_step == "test" and h2.rollback == "ok" and "test broke" in h2.output_tail
-    assert report.halted_by == h2
-    # h2 flipped back without a reload; h1 flipped back, tested, reloaded, proven.
-    assert fleet.nodes["h2"].log == ["inspect", "upload", "flip", "test", "flip"]
-    assert fleet.nodes["h1"].served == "0001-old" and fleet.nodes["h1"].target.endswith("0001-old")
-    assert fleet.nodes["h3"].log == [] and fleet.nodes["h4"].log == []
+def _results(report: fleet.Report) -> dict[str, str]:
+    return {o.host: o.result.value for o in report.outcomes}
 
 
-def test_no_rollback_on_halt_when_disabled_and_budget_allows_failures(push_fake):
-    fleet = FakeFleet(["h1", "h2", "h3", "h4"])
-    fleet.nodes["h2"].fail.add("connect")
-    report = push_fake(fleet, dataclasses.replace(FAST, failure_budget=1, concurrency=1))
-    assert _results(report)["h2"] == hostrun.FAILED and report.halted_by is None
-    assert [o.result for o in report.outcomes].count(hostrun.DEPLOYED) == 3
+def test_canary_is_proven_while_the_others_stage_then_they_only_flip(lab) -> None:
+    f = lab.fleet(5)
+    canary = f.nodes["h1"]
+    (canary.dir / "hold").touch()  # its reload waits until every other host has staged
+    events: list[Event] = []
+    staged: set[str] = set()
 
-    fleet = FakeFleet(["h1", "h2", "h3"])
-    fleet.nodes["h2"].fail_once.add("reload")
-    report = push_fake(fleet, dataclasses.replace(FAST, rollback_on_halt=False, concurrency=1))
-    assert _results(report) == {"h1": hostrun.DEPLOYED, "h2": hostrun.FAILED, "h3": hostrun.SKIPPED}
-    # h2 failed at its reload (which may have happened): flip back, test, reload, prove old.
-    assert fleet.nodes["h2"].log == [
-        "inspect",
-        "upload",
-        "flip",
-        "test",
-        "reload",
-        "flip",
-        "test",
-        "reload",
-    ]
-    assert report.outcomes[1].rollback == "ok" and report.outcomes[1].serving == "0001-old"
+    def on_event(event: Event) -> None:
+        events.append(event)
+        if event.step == "upload" and event.status == "ok" and event.host != "h1":
+            staged.add(event.host)
+            if len(staged) == 4:
+                (canary.dir / "go").touch()
 
-
-def test_failed_prove_rolls_back_and_reports_the_step(push_fake):
-    fleet = FakeFleet(["h1"])
-    node = fleet.nodes["h1"]
-    real_reload_served = FakeSession.run
-
-    def never_serves_new(self, argv, *, timeout, stdin=None):  # type: ignore[no-untyped-def]
-        result = real_reload_served(self, argv, timeout=timeout, stdin=stdin)
-        if self.node.served == "0002-new":
-            self.node.served = "0001-old"  # nginx kept the old certificate
-        return result
-
-    FakeSession.run = never_serves_new  # type: ignore[method-assign]
-    try:
-        report = push_fake(fleet)
-    finally:
-        FakeSession.run = real_reload_served  # type: ignore[method-assign]
-    (outcome,) = report.outcomes
-    assert outcome.result == hostrun.FAILED and outcome.failed_step == "prove"
-    assert outcome.rollback == "ok" and outcome.serving == "0001-old"
-    assert node.log == ["inspect", "upload", "flip", "test", "reload", "flip", "test", "reload"]
+    report = lab.push(f, on_event=on_event)
+    assert set(_results(report).values()) == {"deployed"}, report
+    assert staged == {"h2", "h3", "h4", "h5"}
+    proven = next(i for i, e in enumerate(events) if e.host == "h1" and e.step == "prove"
+                  and e.status == "ok")
+    flips = [i for i, e in enumerate(events) if e.host != "h1" and e.step == "flip"]
+    assert flips and min(flips) > proven  # nothing live moved before the canary was proven
+    for node in f.nodes.values():
+        assert node.live() == NEW and node.serves() == NEW and node.reloads() == 1
 
 
-def test_every_host_gets_an_outcome_even_when_its_thread_raises_or_hangs(push_fake):
-    fleet = FakeFleet(["h1", "h2", "h3", "h4"])
-    fleet.nodes["h2"].raise_on_connect = RuntimeError("bug in a collaborator")
-    fleet.nodes["h3"].hang_connect = 4.0  # past the host deadline below
-    policy = RolloutPolicy(
-        failure_budget=3,
-        concurrency=3,
-        connect_timeout=0.1,
-        command_timeout=0.1,
-        verify_timeout=0.1,
-    )
-    assert rollout.host_deadline(policy) < 3.0
-    started = time.monotonic()
-    report = push_fake(fleet, policy)
-    assert time.monotonic() - started < 4.0  # nobody waited for the hung thread
+def test_concurrency_bounds_the_open_connections(lab) -> None:
+    f = lab.fleet(6)
+    report = lab.push(f, dataclasses.replace(POLICY, concurrency=2))
+    assert report.ok and f.max_open <= 2
+
+
+def test_a_failing_canary_leaves_every_live_pointer_where_it_was(lab) -> None:
+    f = lab.fleet(4)
+    (f.nodes["h1"].dir / "broken").touch()
+    report = lab.push(f)
     results = {o.host: o for o in report.outcomes}
-    assert [o.host for o in report.outcomes] == ["h1", "h2", "h3", "h4"]
-    assert results["h2"].result == hostrun.FAILED and "internal error" in results["h2"].error
-    assert results["h3"].result == hostrun.FAILED and "no result within" in results["h3"].error
-    assert results["h1"].ok and results["h4"].ok
+    assert results["h1"].result is hostrun.FAILED and results["h1"].failed_step == "test"
+    assert results["h1"].failure is Failure.REJECTED and results["h1"].rollback == "ok"
+    assert report.halted_by is not None and report.halted_by.host == "h1"
+    for name in ("h2", "h3", "h4"):
+        assert results[name].result is hostrun.SKIPPED
+        assert f.nodes[name].staged(NEW)  # staged, left for prune
+    for node in f.nodes.values():
+        assert node.live() == OLD and node.serves() == OLD and node.reloads() == 0
 
 
-def test_a_host_not_flipped_by_this_rollout_is_not_moved_back_on_halt(push_fake):
-    fleet = FakeFleet(["h1", "h2"])
-    # h1's pointer is already at the version (an earlier run stopped after its flip).
-    fleet.nodes["h1"].target = "../archive/media/0002-new"
-    fleet.nodes["h2"].fail.add("test")
-    report = push_fake(fleet)
-    assert _results(report) == {"h1": hostrun.DEPLOYED, "h2": hostrun.FAILED}
-    assert fleet.nodes["h1"].log == ["inspect", "upload", "test", "reload"]
-    assert fleet.nodes["h1"].target == "../archive/media/0002-new"
+def test_an_unreachable_canary_hands_over_and_nothing_is_rolled_back(lab) -> None:
+    f = lab.fleet(4)
+    f.nodes["h1"].unreachable = True
+    report = lab.push(f)
+    results = {o.host: o for o in report.outcomes}
+    assert results["h1"].failure is Failure.UNREACHABLE and results["h1"].failed_step == "connect"
+    assert report.halted_by is None
+    assert _results(report) == {"h1": "failed", "h2": "deployed", "h3": "deployed",
+                                "h4": "deployed"}
+    assert f.nodes["h1"].live() == OLD
+    for name in ("h2", "h3", "h4"):
+        assert f.nodes[name].serves() == NEW
 
 
-def test_already_serving_is_left_alone(push_fake):
-    fleet = FakeFleet(["h1", "h2"])
-    fleet.nodes["h1"].target = "../archive/media/0002-new"
-    fleet.nodes["h1"].served = "0002-new"
-    # h2's pointer is there but nginx was never reloaded: it is not "serving".
-    fleet.nodes["h2"].target = "../archive/media/0002-new"
-    report = push_fake(fleet)
-    assert _results(report) == {"h1": hostrun.UNCHANGED, "h2": hostrun.DEPLOYED}
-    assert fleet.nodes["h1"].log == ["inspect"]
-    assert fleet.nodes["h2"].log == ["inspect", "upload", "test", "reload"]
+def test_a_rejected_host_within_a_percentage_budget(lab) -> None:
+    f = lab.fleet(4)
+    (f.nodes["h3"].dir / "broken").touch()
+    report = lab.push(f, dataclasses.replace(POLICY, failure_budget="25%"))
+    assert _results(report) == {"h1": "deployed", "h2": "deployed", "h3": "failed",
+                                "h4": "deployed"}
+    assert report.halted_by is None
+    assert f.nodes["h3"].live() == OLD and f.nodes["h3"].serves() == OLD
+    assert [f.nodes[n].serves() for n in ("h1", "h2", "h4")] == [NEW] * 3
 
 
-def test_deploy_state_and_hosts_behind(tmp_path):
-    store = Store(tmp_path)
-    release = make_release(store, ["media.example.test"])
-    cfg = config.Config(
-        path=tmp_path / "c.toml",
-        state_dir=tmp_path,
-        acme=config.AcmeConfig("https://ca"),
-        dns=config.DnsConfig(),
-        rollout=RolloutPolicy(),
-        hosts={n: Host(name=n, address="192.0.2.1") for n in ("a", "b", "c")},
-        certificates={
-            "media": config.Certificate("media", ("media.example.test",), hosts=("a", "b", "c"))
-        },
-    )
-    state = DeployState(tmp_path)
-    assert hosts_behind(cfg, store, state) == {"media": ("a", "b", "c")}
-    state.set_desired("media", ["a", "b", "c"], release.version)
-    state.record("media", "a", deployed=release.version)
-    state.record("media", "b", error="connect: timed out")
-    assert hosts_behind(cfg, store, state) == {"media": ("b", "c")}
-    b = state.host("media", "b")
-    assert b.desired == release.version and b.deployed is None and b.last_error
-    doc = json.loads((tmp_path / "deploy" / "media.json").read_text())
-    assert doc["hosts"]["a"]["deployed"] == release.version
-    assert stat.S_IMODE((tmp_path / "deploy" / "media.json").stat().st_mode) == 0o600
+def test_rejected_hosts_beyond_the_budget_halt_and_roll_the_flipped_back(lab) -> None:
+    f = lab.fleet(5)
+    for name in ("h3", "h4"):
+        (f.nodes[name].dir / "broken").touch()
+    report = lab.push(f, dataclasses.replace(POLICY, failure_budget="25%", concurrency=1))
+    assert _results(report) == {"h1": "rolled back", "h2": "rolled back", "h3": "failed",
+                                "h4": "failed", "h5": "skipped: halted"}
+    assert report.halted_by is not None and report.halted_by.host == "h4"
+    for node in f.nodes.values():
+        assert node.live() == OLD and node.serves() == OLD
 
 
-# ---------------------------------------------------------------- on the lab
-
-ALL_SNIS = ("media.lab.test", "certfan-probe.lab.test", "static.lab.test")
-
-
-def _sha(der: bytes) -> str:
-    return hashlib.sha256(der).hexdigest()
-
-
-def _served(lab, node: str, sni: str = "media.lab.test") -> str:  # type: ignore[no-untyped-def]
-    return _sha(lab.served_leaf(node, sni))
+def test_too_many_unreachable_hosts_halt_without_rolling_back(lab) -> None:
+    f = lab.fleet(5)
+    for name in ("h2", "h3", "h4"):
+        f.nodes[name].unreachable = True
+    report = lab.push(f, dataclasses.replace(POLICY, concurrency=1))
+    assert _results(report) == {"h1": "deployed", "h2": "failed", "h3": "failed",
+                                "h4": "failed", "h5": "skipped: halted"}
+    assert report.halted_by is not None and report.halted_by.failure is Failure.UNREACHABLE
+    assert f.nodes["h1"].serves() == NEW and f.nodes["h5"].live() == OLD
 
 
-def _workers(master: int) -> set[int]:
-    children = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master:
-                children.add(int(entry))
-    return children
+def test_the_host_that_failed_last_time_is_retried_first_as_the_canary(lab, tmp_path) -> None:
+    f = lab.fleet(4)
+    state = DeployState(tmp_path / "state")
+    (f.nodes["h3"].dir / "broken").touch()
+    first = lab.push(f, deploy_state=state)
+    assert _results(first)["h3"] == "failed" and first.halted_by is not None
+    moved = {n: f.nodes[n].reloads() for n in f.nodes}
+    f.connects.clear()
+    again = lab.push(f, deploy_state=state)  # the same failure again
+    assert f.connects[0] == "h3"  # the canary now
+    assert again.halted_by is not None and again.halted_by.host == "h3"
+    # No healthy host is flipped and reloaded back and forth a second time.
+    assert {n: f.nodes[n].reloads() for n in f.nodes if n != "h3"} == {
+        n: moved[n] for n in f.nodes if n != "h3"}
+    assert {o.host: o.result.value for o in again.outcomes if o.host != "h3"} == dict.fromkeys(
+        ("h1", "h2", "h4"), "skipped: halted")
 
 
-def _nginx_pids(lab, node: str) -> tuple[int, frozenset[int]]:  # type: ignore[no-untyped-def]
-    master = lab.nginx_master_pid(node)
-    return master, frozenset(_workers(master))
+def test_a_host_already_serving_the_version_is_only_looked_at(lab) -> None:
+    f = lab.fleet(2)
+    assert lab.push(f).ok
+    before = {n: f.nodes[n].reloads() for n in f.nodes}
+    report = lab.push(f)
+    assert _results(report) == {"h1": "unchanged", "h2": "unchanged"}
+    assert {n: f.nodes[n].reloads() for n in f.nodes} == before
 
 
-def _wait_served(lab, node: str, sha: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    """Until the node serves ``sha`` and the workers of any earlier reload are gone."""
-    deadline = time.monotonic() + timeout
-    while _served(lab, node) != sha or len(_nginx_pids(lab, node)[1]) > 1:  # worker_processes 1
-        assert time.monotonic() < deadline, f"{node} does not settle on {sha[:12]}"
-        time.sleep(0.05)
+def test_a_pointer_at_the_version_that_is_not_served_gets_reloaded(lab) -> None:
+    f = lab.fleet(1)
+    node = f.nodes["h1"]
+    assert lab.push(f).ok
+    (node.dir / "served").write_bytes(_pem(OLD))  # as if a run stopped between flip and reload
+    report = lab.push(f)
+    assert _results(report) == {"h1": "deployed"} and node.serves() == NEW
 
 
-def _restore_certbot(lab) -> None:  # type: ignore[no-untyped-def]
-    """Put every node back on certbot's layout serving the seed certificate."""
-    script = """
-set -e
-cd "$1"
-if [ -d live/.media.certbot ]; then
-  rm -f live/media && mv -T live/.media.certbot live/media
-fi
-rm -rf archive/media/certbot-* live/.media.tmp
-"""
-    for node in lab.default_node_names:
-        root = str(lab.node(node).root)
-        proc = lab.run_on(node, ["sh", "-c", script, "restore", root])
-        assert proc.returncode == 0, proc.stderr
-        if _served(lab, node) != lab.seed_sha256:
-            assert lab.run_on(node, ["systemctl", "reload", "nginx"]).returncode == 0
-        _wait_served(lab, node, lab.seed_sha256)
-
-
-class Watcher:
-    """Probe every node over and over during a rollout: every handshake must succeed
-    (the server proved it holds the key of the leaf it sent) with an expected leaf."""
-
-    def __init__(self, lab, allowed: set[str], skip: set[str] | None = None):  # type: ignore[no-untyped-def]
-        self.lab = lab
-        self.allowed = allowed
-        self.skip = skip if skip is not None else set()
-        self.seen: dict[str, set[str]] = {}
-        self.problems: list[str] = []
-        self.count = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            for node in self.lab.default_node_names:
-                if node in self.skip:
-                    continue
-                try:
-                    sha = _sha(self.lab.served_leaf(node, "media.lab.test", timeout=2.0))
-                except (OSError, LabError) as exc:
-                    if node not in self.skip:
-                        self.problems.append(f"{node}: handshake failed: {exc}")
-                    continue
-                self.count += 1
-                self.seen.setdefault(node, set()).add(sha)
-                if sha not in self.allowed:
-                    self.problems.append(f"{node}: served unexpected leaf {sha[:12]}")
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        assert not self._thread.is_alive()
-        assert self.count > 0
-        assert not self.problems, self.problems[:5]
-
-
-@pytest.fixture
-def lab_push(lab, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A certfan config for the lab with its own state dir, and helpers around it."""
-
-    class LabPush:
-        state = tmp_path / "state"
-        store = Store(tmp_path / "state")
-        nodes = tuple(lab.default_node_names)
-
-        def __init__(self) -> None:
-            self.config_path = self.write()
-
-        def write(self, **rollout_overrides: object) -> Path:
-            policy = {"connect_timeout": 2.0, "command_timeout": 5.0, "verify_timeout": 5.0}
-            policy.update(rollout_overrides)
-            return lab.write_config(tmp_path / "certfan.toml", self.state, rollout=policy)
-
-        @property
-        def cfg(self) -> config.Config:
-            return config.load(self.config_path)
-
-        def release(self) -> Release:
-            return make_release(self.store)
-
-        def cli(self, *args: str) -> int:
-            root = logging.getLogger()
-            handlers, level = root.handlers[:], root.level
-            try:
-                return cli.main(["-c", str(self.config_path), "push", *args])
-            finally:  # main() points logging at this test's captured stderr; undo that
-                root.handlers[:], root.level = handlers, level
-
-        def push(self, **kw: object) -> rollout.Report:
-            cfg = self.cfg
-            targets = rollout.select_targets(cfg, self.store)
-            return rollout.push(targets, cfg.rollout, deploy_state=DeployState(self.state), **kw)
-
-        def converge(self) -> Release:
-            """Every node on a fresh release (the starting point of most tests)."""
-            release = self.release()
-            report = self.push()
-            assert report.ok, report
-            for node in self.nodes:
-                _wait_served(lab, node, release.sha256)
-            return release
-
-    return LabPush()
-
-
-def _json_report(capsys) -> dict:  # type: ignore[no-untyped-def]
-    captured = capsys.readouterr()
-    assert captured.out.startswith("{"), captured.err
-    return json.loads(captured.out)
-
-
-
-
-def _sha_of_pem(path: Path) -> str:
-    cert = x509.load_pem_x509_certificate(path.read_bytes())
-    return _sha(cert.public_bytes(serialization.Encoding.DER))
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+def test_every_host_gets_an_outcome_even_when_its_thread_raises(lab) -> None:
+    f = lab.fleet(3)
+    f.nodes["h2"].raise_on_connect = RuntimeError("boom")
+    report = lab.push(f, dataclasses.replace(POLICY, failure_budget=1))
+    results = {o.host: o for o in report.outcomes}
+    assert len(results) == 3 and "boom" in (results["h2"].error or "")
+    assert results["h1"].ok and results["h3"].ok
