@@ -44,13 +44,14 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 def check_cli(path: Path) -> tuple[int, str]:
-    """``certfan --config PATH check`` in this process; its exit code and stderr line."""
+    """``certfan --config PATH check --syntax-only`` in this process (the file itself: the
+    files it names are test_preflight's); its exit code and stderr line."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli.main(["--config", str(path), "check"])
+            code = cli.main(["--config", str(path), "check", "--syntax-only"])
     finally:
         root.handlers[:], root.level = handlers, level
     return _judge(path, code, out.getvalue(), err.getvalue())

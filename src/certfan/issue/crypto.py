@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.utils import CryptographyDeprecationWarning
@@ -339,3 +339,18 @@ def pem_of_ders(ders: Sequence[bytes]) -> bytes:
     return b"".join(
         x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM) for d in ders
     )
+
+
+def ssh_private_key_problem(data: bytes) -> str | None:
+    """Why ``data`` is not an unencrypted private key SSH can log in with (OpenSSH or
+    PEM format); None when it is one. Never quotes the data."""
+    loaders = (serialization.load_ssh_private_key, serialization.load_pem_private_key)
+    for load in loaders:
+        try:
+            load(data, password=None)
+        except TypeError:
+            return "is encrypted with a passphrase: certfan logs in unattended, without one"
+        except (ValueError, UnsupportedAlgorithm):
+            continue
+        return None
+    return "does not parse as a private key (OpenSSH or PEM)"
