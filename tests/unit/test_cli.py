@@ -31,11 +31,11 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 @pytest.mark.parametrize("order", [
-    ("-c", "{c}", "check"),
-    ("check", "-c", "{c}"),
-    ("check", "--config={c}"),
-    ("-v", "check", "--config", "{c}"),
-    ("check", "--config", "{c}", "-v", "--log-format", "json"),
+    ("-c", "{c}", "check", "--syntax-only"),
+    ("check", "--syntax-only", "-c", "{c}"),
+    ("check", "--config={c}", "--syntax-only"),
+    ("-v", "check", "--config", "{c}", "--syntax-only"),
+    ("check", "--syntax-only", "--config", "{c}", "-v", "--log-format", "json"),
 ])
 def test_global_options_before_or_after_the_command(config: Path, capsys, order) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = _run(capsys, *(w.format(c=config) for w in order))
@@ -58,7 +58,7 @@ def test_json_and_quiet_on_every_command() -> None:
 
 
 def test_quiet_prints_nothing_on_success(config: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    assert _run(capsys, "check", "-c", str(config), "--quiet") == (0, "", "")
+    assert _run(capsys, "check", "-c", str(config), "--quiet", "--syntax-only") == (0, "", "")
 
 
 @pytest.mark.parametrize(("argv", "expected"), [

@@ -14,6 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from certfan.cli import docs, live, output, render
@@ -35,6 +36,7 @@ from certfan.errors import CertfanError
 if TYPE_CHECKING:
     from certfan.config import Config
     from certfan.deploy.fleet import Report
+    from certfan.deploy.model import HostOutcome
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,9 @@ def _run(args: argparse.Namespace, cfg: Config, name: str,
     with live.progress(show) as display, stopping(stop), lock.hold(cfg.state_dir, name):
         tools = Tools(on_event=display.update if display else None, stop=stop)
         code, report, after, body = work(cfg, tools)
+    if report is not None:
+        report = last_known_serving(cfg, report)
+        body = {**body, **_rollout_body(report)}
     spaced = sys.stdout.isatty()
     if stop.is_set():
         todo = finish(report)
@@ -93,6 +98,24 @@ def _run(args: argparse.Namespace, cfg: Config, name: str,
                              body)
     lines = render.rollout_lines(report, spaced=spaced) if report is not None else []
     return output.finish(args, code, lines + after, {**body, "interrupted": False, "finish": []})
+
+
+def last_known_serving(cfg: Config, report: Report) -> Report:
+    """Hosts the rollout never touched (halted, interrupted) serve what the deploy
+    state last recorded for them; the report says so instead of "unknown"."""
+    from certfan.deploy.model import INTERRUPTED, SKIPPED
+    from certfan.state.deploy import DeployState
+
+    deploy = DeployState(cfg.state_dir)
+    recorded = {cert: deploy.get(cert) for cert in {o.cert for o in report.outcomes}}
+
+    def fill(o: HostOutcome) -> HostOutcome:
+        entry = recorded[o.cert].get(o.host)
+        if o.serving is None and o.result in (SKIPPED, INTERRUPTED) and entry is not None:
+            return replace(o, serving=entry.deployed)
+        return o
+
+    return replace(report, outcomes=tuple(fill(o) for o in report.outcomes))
 
 
 def _rollout_body(report: Report | None) -> Mapping[str, Any]:

@@ -189,17 +189,14 @@ def collect(cfg: Config, store: Store, *, certs: Sequence[str] = (), hosts: Sequ
         return [replace(c, served=tuple(replace(s, revoked=revoked[c.cert].get(s.version or ""))
                                         for s in c.served)) for c in found]
 
-    def names_of(cert: str) -> tuple[str, ...]:
-        release = current[cert]
-        return release.names if release else cfg.certificates[cert].domains
-
-    def budget(mine: list[str]) -> float:  # one connect, an inspect per cert, a probe per name
-        names = sum(len(names_of(c)) for c in mine)
-        return policy.connect_timeout * (1 + names) + policy.command_timeout * len(mine) + 1
+    def budget(mine: list[str]) -> float:  # the disk read bounds a host: probes run alongside
+        return policy.connect_timeout + policy.command_timeout * len(mine) + 2
 
     deadline = max(budget(mine) for _, mine in selected)
-    done = fanout.each_host([h for h, _ in selected], job,
-                            concurrency=max(8, policy.concurrency), deadline=deadline)
+    looked = [h for h, _ in selected]
+    done = dict(zip([h.name for h in looked], fanout.fan_out(
+        looked, job, concurrency=policy.concurrency, deadline=deadline, name=lambda h: h.name),
+        strict=True))
     checks: list[Check] = []
     for host, mine in selected:
         outcome = done[host.name]
@@ -230,21 +227,46 @@ def _blank(host: Host, cert: str, current: Current, holds: Held, *, on_disk: str
 
 def _look(host: Host, certs: Sequence[str], cfg: Config, current: Current, known: Known,
           holds: Held, connect: Connect, prober: Prober) -> list[Check]:
-    disks = _on_disk(host, certs, cfg, current, connect)
+    """The disk read (SSH) and every name's TLS probe at once: a host cut off
+    costs one connect timeout, not one more per name after the SSH attempt."""
+    timeout = cfg.rollout.connect_timeout
+    names = {c: _names(cfg, current, c) for c in certs}
+    probes = [(c, n) for c in certs for n in names[c]]
+    jobs: list[tuple[str, str] | None] = [None, *probes]  # None: the disk read
+
+    def run(job: tuple[str, str] | None) -> Disks | Served:
+        if job is None:
+            return _on_disk(host, certs, cfg, current, connect)
+        return _probe(host, job[1], known[job[0]], prober, timeout)
+
+    limit = timeout + cfg.rollout.command_timeout * len(certs) + 1
+    done = fanout.fan_out(jobs, run, concurrency=len(jobs), deadline=limit,
+                          name=lambda j: f"{host.name}-{'disk' if j is None else j[1]}")
+    first = done[0].value
+    disks = first if isinstance(first, dict) else dict.fromkeys(certs, (None, done[0].why(limit)))
+    seen: dict[tuple[str, str], Served] = {}
+    for job, d in zip(probes, done[1:], strict=True):
+        seen[job] = d.value if isinstance(d.value, Served) else Served(
+            job[1], probe.sni_for(job[1]), error=d.why(limit))
     checks = []
     for cert in certs:
-        release = current[cert]
-        names = release.names if release else cfg.certificates[cert].domains
-        served = tuple(_probe(host, name, known[cert], prober, cfg.rollout.connect_timeout)
-                       for name in dict.fromkeys(names))
+        served = tuple(seen[(cert, n)] for n in names[cert])
         on_disk, error = disks[cert]
         checks.append(_blank(host, cert, current, holds, on_disk=on_disk, disk_error=error,
                              served=served))
     return checks
 
 
+Disks = dict[str, tuple[str | None, str | None]]  # cert -> (live pointer's version, or why not)
+
+
+def _names(cfg: Config, current: Current, cert: str) -> tuple[str, ...]:
+    release = current[cert]
+    return tuple(dict.fromkeys(release.names if release else cfg.certificates[cert].domains))
+
+
 def _on_disk(host: Host, certs: Sequence[str], cfg: Config, current: Current,
-             connect: Connect) -> dict[str, tuple[str | None, str | None]]:
+             connect: Connect) -> Disks:
     """Per certificate: (what the live pointer names, or why it is not known)."""
     found: dict[str, tuple[str | None, str | None]] = {}
     try:

@@ -69,11 +69,12 @@ class Tools:
             else:
                 runs.append((own, [(release, hosts)]))
         reports: list[fleet.Report] = []
-        with self.stop.rollout() if self.stop else nullcontext(None):
+        with self.stop.rollout() if self.stop else nullcontext(None) as stop:
             for own, part in runs or [(policy or cfg.rollout, [])]:
                 reports.append(fleet.push(part, own, connect=self.connect,
                                           prober=self.prober, on_event=self.on_event,
-                                          deploy_state=DeployState(cfg.state_dir)))
+                                          deploy_state=DeployState(cfg.state_dir),
+                                          stop=stop.is_set if stop else None))
         if len(reports) == 1:
             return reports[0]
         return fleet.Report(tuple(o for r in reports for o in r.outcomes),

@@ -35,6 +35,7 @@ from certfan.deploy.hostrun import HostRun
 from certfan.deploy.model import (
     DEPLOYED,
     FAILED,
+    INTERRUPTED,
     SKIPPED,
     Connect,
     Event,
@@ -96,9 +97,13 @@ def push(
     prober: Prober = default_prober,
     on_event: Callable[[Event], None] | None = None,
     deploy_state: DeployState | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Report:
-    """Roll each release out to its hosts, in order; one halt stops all that follow."""
-    fleet = _Fleet(policy, connect, prober, on_event, deploy_state)
+    """Roll each release out to its hosts, in order; one halt stops all that follow.
+
+    ``stop`` true (the CLI: Ctrl-C or SIGTERM): no further host is started or
+    flipped (``skipped: interrupted``); hosts in flight finish or roll back."""
+    fleet = _Fleet(policy, connect, prober, on_event, deploy_state, stop)
     outcomes: list[HostOutcome] = []
     for release, hosts in targets:
         outcomes += fleet.roll(release, tuple(hosts))
@@ -180,7 +185,9 @@ class _Fleet:
         prober: Prober,
         on_event: Callable[[Event], None] | None,
         state: DeployState | None,
+        stop: Callable[[], bool] | None = None,
     ):
+        self.stopped = stop or (lambda: False)
         self.policy = policy
         self.connect = connect
         self.prober = prober
@@ -233,6 +240,8 @@ class _Fleet:
             if staged is not None:
                 return staged, None
             verdict = gate.wait(index, time.monotonic() + deadline / 2)
+            if self.halted_by is None and self.stopped():
+                return run.skipped("not changed: the run was interrupted", INTERRUPTED), None
             if verdict == gate.STOP or self.halted_by is not None:
                 return run.skipped("not changed: the canary was not proven"), None
             if verdict == gate.GO:
@@ -267,8 +276,8 @@ class _Fleet:
                     gate.cond.notify_all()
 
         fan_out(runs, job, concurrency=self.policy.concurrency, deadline=deadline,
-                name=lambda r: r.host.name, stop=lambda: self.halted_by is not None,
-                on_done=finish)
+                name=lambda r: r.host.name,
+                stop=lambda: self.halted_by is not None or self.stopped(), on_done=finish)
         if self.rollback and self.policy.rollback_on_halt and undo:
             self._move_back(release, runs, undo, outcomes)
         return [outcomes[h.name] for h in given]
@@ -277,6 +286,8 @@ class _Fleet:
         """A host started after the gate opened: all in one exec, as the canary did."""
         if self.halted_by is not None:
             return run.skipped("not started: the rollout halted"), None
+        if self.stopped():
+            return run.skipped("not started: the run was interrupted", INTERRUPTED), None
         return run.deploy()
 
     def _move_back(self, release: Release, runs: list[HostRun], undo: dict[str, Undo],
@@ -314,7 +325,10 @@ class _Fleet:
     def _outcome_of(self, run: HostRun, done: Done[Result]) -> Result:
         if done.ok and done.value is not None:
             return done.value
-        if done.kind is DoneKind.SKIPPED:
+        if done.kind is DoneKind.SKIPPED and self.halted_by is None and self.stopped():
+            outcome = replace(run.outcome(INTERRUPTED, error="not started: the run was "
+                                          "interrupted"), seconds=0.0)
+        elif done.kind is DoneKind.SKIPPED:
             outcome = replace(run.outcome(SKIPPED, error="not started: the rollout halted"),
                               seconds=0.0)
         elif done.lost:
@@ -329,7 +343,7 @@ class _Fleet:
 
     def _record(self, outcome: HostOutcome) -> None:
         error = f"{outcome.failed_step}: {outcome.error}" if outcome.failed_step else None
-        if outcome.result is SKIPPED or outcome.failure is Failure.UNREACHABLE:
+        if outcome.result in (SKIPPED, INTERRUPTED) or outcome.failure is Failure.UNREACHABLE:
             # What the host had is still what it has: keep the record, note the error.
             self._save(lambda s: s.record(outcome.cert, outcome.host,
                                           error=error or outcome.error))

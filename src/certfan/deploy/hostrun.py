@@ -146,10 +146,10 @@ class HostRun:
             self._session.close()
             self._session = None
 
-    def skipped(self, why: str) -> HostOutcome:
+    def skipped(self, why: str, kind: OutcomeKind = SKIPPED) -> HostOutcome:
         self.close()
-        self._emit_step("done", "done", SKIPPED)
-        return self.outcome(SKIPPED, error=why)
+        self._emit_step("done", "done", kind)
+        return self.outcome(kind, error=why)
 
     def undo(self, undo: Undo, why: str) -> HostOutcome:
         """Move a deployed host back (the rollout halted after it succeeded)."""
@@ -266,12 +266,13 @@ class HostRun:
             if rollback == "ok" and report.reloaded and old.old_sha256:
                 try:
                     self._prove(old.old_sha256, settled=report.marks.get("settle") == "ok",
-                                prefix="rollback:")
+                                prefix="rollback:", version=_version_of(old.previous_target))
                 except StepFailed as again:
                     rollback = f"prove: {again.message}"
         else:  # the link went or a command hung: flip back over a fresh connection
             self.log.warning("%s: %s did not finish; flipping back to %s", self.host.name,
-                             failure.step, old.previous_target, extra={"step": failure.step})
+                             failure.step, _version_of(old.previous_target)
+                             or "what it served before", extra={"step": failure.step})
             rollback = self._roll_back(None, old, prefix="rollback:")
         if rollback != "ok":
             rollback = f"failed at {rollback}"
@@ -294,7 +295,7 @@ class HostRun:
                 return f"{step}: {result.lost or said or 'failed'}"
             if undo.previous_target and undo.old_sha256:
                 self._prove(undo.old_sha256, settled=report.marks.get("settle") == "ok",
-                            prefix=prefix)
+                            prefix=prefix, version=_version_of(undo.previous_target))
         except StepFailed as failure:
             return f"{failure.step.removeprefix(prefix)}: {failure.message}"
         finally:
@@ -360,7 +361,8 @@ class HostRun:
     def _snis(self) -> tuple[str, ...]:
         return plan.probe_snis(self.release.names)
 
-    def _prove(self, expect: str, *, settled: bool, prefix: str = "") -> None:
+    def _prove(self, expect: str, *, settled: bool, prefix: str = "",
+               version: str | None = None) -> None:
         """Every SNI at once presents ``expect`` (twice in a row when not settled), in time."""
         name = prefix + "prove"
         self.step = name
@@ -370,7 +372,7 @@ class HostRun:
         streak, pause, rounds, last_bad = 0, PROVE_SPACING, 0, ""
         while True:
             rounds += 1
-            bad = self._probe_round(self._snis(), deadline, expect)
+            bad = self._probe_round(self._snis(), deadline, expect, version)
             if bad is None:
                 streak += 1
                 if streak >= needed:
@@ -388,9 +390,15 @@ class HostRun:
         self._emit_step(name, "ok")
 
     def _probe_round(self, snis: Sequence[str], deadline: float,
-                     expect: str | None = None) -> str | None:
-        """None when every SNI, asked at once, shows ``expect``; else what was seen."""
+                     expect: str | None = None, version: str | None = None) -> str | None:
+        """None when every SNI, asked at once, shows ``expect`` (``version``); else what
+        was seen, naming versions where they are known, not only hashes."""
         expect = expect or self.release.sha256
+        names = {expect: version, self.release.sha256: self.release.version}
+
+        def label(sha: str) -> str:
+            known = names.get(sha)
+            return f"{known} (sha256 {sha[:16]}...)" if known else f"sha256 {sha[:16]}..."
         timeout = max(0.1, min(deadline - time.monotonic(), self.policy.connect_timeout))
 
         def ask(sni: str) -> str:
@@ -403,8 +411,8 @@ class HostRun:
             if not seen.ok:
                 return f"{self.host.probe} (SNI {sni}): {seen.why(timeout + 1)}"
             if seen.value != expect:
-                return (f"{self.host.probe} (SNI {sni}) serves sha256 {(seen.value or '')[:16]}"
-                        f"..., expected {expect[:16]}...")
+                return (f"{self.host.probe} (SNI {sni}) serves {label(seen.value or '')}, "
+                        f"expected {label(expect)}")
         return None
 
     # -------------------------------------------------------- outcomes

@@ -64,6 +64,7 @@ class OutcomeKind(enum.StrEnum):
     FAILED = "failed"  # see failure, failed_step, error and rollback
     ROLLED_BACK = "rolled back"  # was deployed, moved back because the rollout halted
     SKIPPED = "skipped: halted"  # never started (or only staged): the rollout had halted
+    INTERRUPTED = "skipped: interrupted"  # never started (or only staged): Ctrl-C/SIGTERM
 
 
 class Failure(enum.StrEnum):
@@ -74,7 +75,7 @@ class Failure(enum.StrEnum):
     ROLLBACK_FAILED = "rollback failed"  # moving it back failed too: its state is unknown
 
 
-DEPLOYED, UNCHANGED, FAILED, ROLLED_BACK, SKIPPED = tuple(OutcomeKind)
+DEPLOYED, UNCHANGED, FAILED, ROLLED_BACK, SKIPPED, INTERRUPTED = tuple(OutcomeKind)
 
 
 @dataclass(frozen=True)
