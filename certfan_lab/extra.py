@@ -8,12 +8,25 @@ its nodes' roots.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import hashlib
 import os
 import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cryptography.hazmat.primitives import serialization
+
+from certfan_lab import pki
+from certfan_lab.procs import LabError
+
 if TYPE_CHECKING:
+    from certfan_lab.core import Lab
+    from certfan_lab.nodes import Node
     pass
 
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", re.DOTALL)
@@ -35,3 +48,111 @@ def add_to_bundle(bundle: Path, pem: str) -> None:
     tmp.write_text(text + "".join(b if b.endswith("\n") else b + "\n" for b in new))
     os.chmod(tmp, 0o644)
     os.replace(tmp, bundle)
+
+
+# -- hand-made certificates and server blocks -----------------------------------------
+
+
+@dataclass(frozen=True)
+class HandMade:
+    """A certificate made outside certfan, as an operator finds on an adopted fleet."""
+
+    names: tuple[str, ...]
+    cert: bytes  # PEM leaf
+    chain: bytes  # PEM CA (self-signed)
+    key: bytes  # PEM PKCS#8
+    sha256: str  # of the leaf DER
+    not_after: dt.datetime
+
+    @property
+    def fullchain(self) -> bytes:
+        return self.cert + self.chain
+
+
+def hand_made(names: list[str], *, days_left: float, lifetime_days: float = 90.0) -> HandMade:
+    ca_key, ca = pki.new_ca(f"hand-made CA for {names[0]}")
+    key, cert = pki.issue(ca_key, ca, names, dt.timedelta(days=lifetime_days),
+                          left=dt.timedelta(days=days_left))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return HandMade(tuple(names), pki.cert_pem(cert), pki.cert_pem(ca), pki.key_pem(key),
+                    hashlib.sha256(der).hexdigest(), cert.not_valid_after_utc)
+
+
+def site_dir(node: Node) -> Path:
+    return node.dir / "extra-sites"
+
+
+def site_conf_path(node: Node, tag: str) -> Path:
+    return node.nginx_prefix / "sites" / f"extra-{tag}.conf"
+
+
+def add_site(lab: Lab, node: str | Node, tag: str, made: HandMade, *,
+             cert_path: Path | None = None, key_path: Path | None = None,
+             timeout: float = 10.0) -> Path:
+    """A server block for ``made.names`` on the node, serving ``made`` from files in
+    ``extra-sites/`` (or the paths given); nginx reloaded and seen serving it."""
+    n = lab.node(node)
+    folder = site_dir(n)
+    folder.mkdir(mode=0o755, exist_ok=True)
+    cert_path = cert_path or folder / f"{tag}.fullchain.pem"
+    key_path = key_path or folder / f"{tag}.key"
+    cert_path.write_bytes(made.fullchain)
+    pki.write_private(key_path, made.key)
+    for path in (cert_path, key_path):
+        os.chown(path, lab.uid, lab.gid)
+    conf = site_conf_path(n, tag)
+    conf.write_text(f"""# certfan lab: a hand-made site ({tag})
+server {{
+    listen {n.address}:443 ssl;
+    server_name {' '.join(made.names)};
+    ssl_certificate {cert_path};
+    ssl_certificate_key {key_path};
+    location / {{ return 200 "{tag}\\n"; }}
+}}
+""")
+    reload_nginx(lab, n)
+    wait_served(lab, n, made.names[0], made.sha256, timeout)
+    return conf
+
+
+def remove_site(lab: Lab, node: str | Node, tag: str) -> None:
+    n = lab.node(node)
+    site_conf_path(n, tag).unlink(missing_ok=True)
+    for stem in (f"{tag}.fullchain.pem", f"{tag}.key"):
+        (site_dir(n) / stem).unlink(missing_ok=True)
+    reload_nginx(lab, n)
+
+
+def reload_nginx(lab: Lab, node: Node) -> None:
+    done = lab.run_on(node, ["nginx", "-s", "reload"])
+    if done.returncode != 0:
+        raise LabError(f"{node.name}: nginx -s reload: {done.stderr.strip()}")
+
+
+def wait_served(lab: Lab, node: Node, sni: str, sha256: str, timeout: float) -> None:
+    """Until the node serves the leaf ``sha256`` for ``sni`` (workers pick up a reload
+    a moment after the signal)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if hashlib.sha256(lab.served_leaf(node, sni)).hexdigest() == sha256:
+                return
+        except (OSError, LabError):
+            pass
+        if time.monotonic() > deadline:
+            raise LabError(f"{node.name}: still not serving {sha256[:12]} for {sni}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def sites(lab: Lab, placed: list[tuple[str, str, HandMade]]) -> Iterator[None]:
+    """``add_site`` for each (node, tag, made), removed again afterwards."""
+    done: list[tuple[str, str]] = []
+    try:
+        for node, tag, made in placed:
+            add_site(lab, node, tag, made)
+            done.append((node, tag))
+        yield
+    finally:
+        for node, tag in done:
+            remove_site(lab, node, tag)

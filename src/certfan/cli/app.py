@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from certfan import __version__
-from certfan.cli import check, output, report, rollout, shell, versions
+from certfan.cli import check, output, report, rollout, shell, trust, versions
 from certfan.cli.options import (
     EPILOG,
     EXIT_INTERRUPTED,
@@ -41,7 +41,7 @@ from certfan.errors import CertfanError
 
 log = logging.getLogger("certfan")
 
-FAMILIES: tuple[ModuleType, ...] = (check, versions, rollout, report, shell)
+FAMILIES: tuple[ModuleType, ...] = (check, versions, rollout, report, trust, shell)
 
 
 class JsonFormatter(logging.Formatter):

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from certfan import defaults
 from certfan.cli import output
-from certfan.cli.options import EXIT_USAGE
+from certfan.cli.options import EXIT_USAGE, check_names, command, load_config, non_negative
 from certfan.config import Config
 from certfan.config.preflight import Problem
+
+if TYPE_CHECKING:
+    from certfan.commands.audit import Report as AuditReport
+
+# the monitoring states (commands/status.py), here without importing it for --help
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+_SEVERITY = {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}
 
 
 def check_problems(cfg: Config) -> list[Problem]:
@@ -39,5 +48,94 @@ def check_failed(args: argparse.Namespace, cfg: Config, problems: list[Problem])
     return EXIT_USAGE
 
 
+# ---------------------------------------------------------------- audit
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from certfan.commands import audit
+    from certfan.state.store import Store
+
+    cfg = load_config(args)
+    check_names(cfg, hosts=args.hosts or ())
+    report = audit.audit(cfg, Store(cfg.state_dir), hosts=args.hosts or (),
+                         warn_days=args.warn_days, crit_days=args.crit_days)
+    return output.finish(args, report.state, audit_lines(report), audit_doc(report),
+                         ok=report.state == OK)
+
+
+def _days(days: float | None) -> str:
+    return "-" if days is None else f"{days:.1f}"
+
+
+def audit_lines(report: AuditReport) -> list[str]:
+    """A table, most urgent first: state, then days left."""
+    now = report.generated
+    sites = sorted(report.sites, key=lambda s: (-_SEVERITY[s.state], s.days_left(now) or 0.0,
+                                                s.host, s.names))
+    count = {state: sum(1 for s in sites if s.state == state) for state in STATE_NAMES}
+    head = (f"AUDIT {STATE_NAMES[report.state]} - {len(sites)} certificate(s) on "
+            f"{len(report.hosts)} host(s): " + ", ".join(
+                f"{count[s]} {STATE_NAMES[s]}" for s in (CRITICAL, UNKNOWN, WARNING, OK)))
+    lines = [head, f"{'STATE':<9}{'HOST':<18}{'DAYS':>7}  {'MANAGED':<10}{'NAMES':<34}FILE"]
+    for s in sites:
+        names = ",".join(s.names) or "-"
+        lines.append(f"{STATE_NAMES[s.state]:<9}{s.host:<18}{_days(s.days_left(now)):>7}  "
+                     f"{s.managed or '-':<10}{names:<34}{s.cert.path}")
+        facts = s.cert.facts
+        if facts is not None:
+            lines.append(f"{'':9}issuer {facts.issuer}; sha256 {facts.sha256[:16]}...; "
+                         f"SANs {', '.join(facts.names) or '-'}")
+        lines += [f"{'':9}{note}" for note in s.notes]
+    for h in report.hosts:
+        if h.error:
+            lines.append(f"UNKNOWN  {h.host}: {h.error}")
+    lines += [f"WARNING  {conflict}" for conflict in report.conflicts]
+    return lines
+
+
+def audit_doc(report: AuditReport) -> dict[str, Any]:
+    now = report.generated
+    return {
+        "state": STATE_NAMES[report.state],
+        "hosts": [{"host": h.host, "error": h.error} for h in report.hosts],
+        "certificates": [{
+            "host": s.host, "server_block": s.file, "names": list(s.names),
+            "state": STATE_NAMES[s.state], "managed": s.managed, "file": s.cert.path,
+            "file_state": s.cert.state, "key_file": s.key.path if s.key else None,
+            "key_state": s.key.state if s.key else None,
+            "days_left": s.days_left(now),
+            "certificate": None if s.cert.facts is None else {
+                "subject": s.cert.facts.subject, "sans": list(s.cert.facts.names),
+                "issuer": s.cert.facts.issuer, "not_after": s.cert.facts.not_after.isoformat(),
+                "sha256": s.cert.facts.sha256},
+            "served": [{"name": v.name, "sni": v.sni, "sha256": v.sha256, "error": v.error,
+                        "not_after": v.not_after.isoformat() if v.not_after else None}
+                       for v in s.served],
+            "notes": list(s.notes),
+        } for s in report.sites],
+        "conflicts": list(report.conflicts),
+    }
+
+
+def _window(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--warn-days", type=non_negative, default=defaults.STATUS_WARN_DAYS,
+                   metavar="N", help="WARNING when a certificate expires within N days "
+                   f"(default {defaults.STATUS_WARN_DAYS:g})")
+    p.add_argument("--crit-days", type=non_negative, default=defaults.STATUS_CRIT_DAYS,
+                   metavar="N", help="CRITICAL within N days "
+                   f"(default {defaults.STATUS_CRIT_DAYS:g})")
+
+
 def register(sub: Any) -> None:
-    """doctor and audit (added below as they land)."""
+    p = command(sub, "audit", cmd_audit,
+                help="list every certificate the fleet's nginx uses, managed or not (reads only)",
+                description="On each host read nginx's full configuration (nginx -T, run like "
+                "the config test), every server block's names and certificate and key files, "
+                "those certificates, and what a TLS handshake for each name really serves. "
+                "Reports, most urgent first: what certfan manages and its state, what it does "
+                "not manage and its expiry, a name served differently on different hosts, "
+                "names expiring within the window, files referenced but missing. Changes "
+                "nothing. Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
+    p.add_argument("--host", dest="hosts", action="append", metavar="H",
+                   help="only this host (repeatable)")
+    _window(p)

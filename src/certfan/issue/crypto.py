@@ -42,6 +42,7 @@ class CertFacts:
     not_after: datetime
     issuer: str  # RFC 4514 string
     public_key_sha256: str  # hex SHA-256 of the SubjectPublicKeyInfo DER
+    subject: str = ""  # RFC 4514 string
 
 
 def generate_key(key_type: str) -> PrivateKey:
@@ -158,6 +159,7 @@ def _facts(cert: x509.Certificate) -> CertFacts:
         not_after=cert.not_valid_after_utc,
         issuer=cert.issuer.rfc4514_string(),
         public_key_sha256=hashlib.sha256(spki).hexdigest(),
+        subject=cert.subject.rfc4514_string(),
     )
 
 
