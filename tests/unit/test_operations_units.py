@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,10 +42,9 @@ _logging = pytest.fixture(autouse=True)(restore_logging)
 def test_a_second_holder_fails_at_once_naming_the_file_and_the_holder(tmp_path: Path) -> None:
     with lock.hold(tmp_path, "renew") as path:
         assert path == tmp_path / "lock"
-        started = time.monotonic()
+        # raised while this block still holds the lock: waiting would never end
         with pytest.raises(LockError) as caught, lock.hold(tmp_path, "push"):
             pass
-        assert time.monotonic() - started < 1.0  # never waits
     message = str(caught.value)
     assert str(tmp_path / "lock") in message and f"pid {os.getpid()}" in message
     assert "certfan renew" in message and caught.value.exit_code == 75
