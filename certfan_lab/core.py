@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from certfan_lab import cleanup, configgen, dns, extra, nodes, pebble, pki
+from certfan_lab import cleanup, configgen, dns, extra, nodes, pebble, pki, powerdns
 from certfan_lab.faults import BYPASS_MARK, Faults
 from certfan_lab.nodes import Node
 from certfan_lab.procs import Daemon, LabError, wait_until
@@ -29,6 +29,7 @@ BINARIES = {
     "pebble": "/usr/bin/pebble",
     "sshd": "/usr/sbin/sshd",
     "nginx": "/usr/sbin/nginx",
+    "pdns_server": powerdns.BINARY,
 }
 TOOLS = ("ip", "iptables", "nsenter", "setpriv", "sysctl", "useradd", "userdel")
 READY_TIMEOUT = 20.0
@@ -94,6 +95,7 @@ class Lab:
         self.run_dir, self.log_dir = self.dir / "run", self.dir / "logs"
         self.pebble_config = self.dir / "pebble" / "pebble-config.json"
         self.named_conf = self.dir / "named" / "named.conf"
+        self.pdns = powerdns.Files.at(self.dir, dns_port)  # API URL, key, TSIG secret, credentials
         # Set by start()
         self.pki: pki.LabPki | None = None
         self.seed_sha256 = ""
@@ -227,6 +229,7 @@ class Lab:
         self._daemons["named"] = self._daemon(
             "named", [self.binaries["named"], "-4", "-f", "-c", str(self.named_conf)]
         )
+        self._daemons["pdns"] = self._daemon("pdns", powerdns.build(self.pdns, self.dns_port))
         self._daemons["pebble"] = self._pebble_daemon()
         for n in self.nodes:
             self._daemons[f"sshd-{n.name}"] = self._daemon(
@@ -260,6 +263,8 @@ class Lab:
     def _ready(self, name: str) -> bool:
         if name == "named":
             return dns.answers(self.dns_port)
+        if name == "pdns":
+            return powerdns.answers(self.dns_port)
         if name == "pebble":
             return pebble.answers(self.directory_url, self.ca_bundle)
         kind, node = name.split("-", 1)
@@ -377,6 +382,10 @@ class Lab:
     def dns_query(self, name: str, rdtype: str = "A", timeout: float = 2.0) -> list[str]:
         """Ask the lab's named (recursion on: CNAMEs are followed); see dns.query."""
         return dns.query(name, rdtype, self.dns_port, timeout=timeout)
+
+    def pdns_txt(self, name: str) -> set[str]:
+        """The TXT values PowerDNS itself serves at ``name`` (no resolver, no cache)."""
+        return powerdns.txt(name, self.dns_port)
 
     # -- certfan config -------------------------------------------------------------------
     def config_text(self, state_dir: str | Path | None = None, **overrides: Any) -> str:

@@ -4,7 +4,10 @@ named listens on 127.0.0.1 only and never reaches the internet: it answers
 recursive queries from loopback only, over a local root zone with no
 forwarders, so a CNAME into the other zone is followed locally and anything
 else is an authoritative NXDOMAIN. ``notify no``: the zones' NS is
-ns1.lab.test (127.0.0.1), and a NOTIFY would go to port 53.
+ns1.lab.test (127.0.0.1), and a NOTIFY would go to port 53. pdns.test is
+PowerDNS's (certfan_lab.powerdns, the primary at 127.0.0.2); named is its
+secondary (NOTIFY, then a zone transfer), as a provider's second nameserver
+would be, so certfan has to prove a value on both before the CA looks.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from certfan_lab.pki import write_private
 TSIG_KEY_NAME = "certfan-lab."
 ZONES = ("lab.test", "delegated.test")
 CERT_NAMES = ("media", "static", "chain")  # A records, besides the apex and the nodes
+PDNS_ZONE, PDNS_ADDRESS = "pdns.test", "127.0.0.2"  # see certfan_lab.powerdns
 
 SOA = "@ IN SOA ns1.lab.test. hostmaster.lab.test. 1 3600 600 86400 5"
 
@@ -81,11 +85,23 @@ zone "." {{
     file "root.db";
 }};
 
-{zones}"""
+{zones}
+// PowerDNS's zone: its primary listens on the same port number at 127.0.0.2.
+zone "{PDNS_ZONE}" {{
+    type secondary;
+    primaries {{ {PDNS_ADDRESS} port {port}; }};
+    file "{PDNS_ZONE}.db";
+    allow-notify {{ 127.0.0.0/8; }};
+    // PowerDNS coalesces NOTIFYs; asking for its serial every second bounds the lag.
+    min-refresh-time 1; max-refresh-time 1; min-retry-time 1; max-retry-time 1;
+}};
+"""
 
 
 def root_zone() -> str:
     delegations = "".join(f"{z}. IN NS ns1.lab.test.\n" for z in ZONES)
+    delegations += "".join(f"{PDNS_ZONE}. IN NS ns{i}.{PDNS_ZONE}.\nns{i}.{PDNS_ZONE}. IN A {a}\n"
+                           for i, a in ((1, PDNS_ADDRESS), (2, "127.0.0.1")))
     return f"$TTL 60\n{SOA}\n@ IN NS ns1.lab.test.\n{delegations}ns1.lab.test. IN A 127.0.0.1\n"
 
 
@@ -106,6 +122,8 @@ def lab_zone(nodes: Sequence[tuple[str, str]]) -> str:
         "; and for chain.lab.test through two CNAMEs",
         "_acme-challenge.chain IN CNAME hop.lab.test.",
         "hop IN CNAME chain.delegated.test.",
+        "; and for pdnsdel.lab.test in PowerDNS's zone (across servers and methods)",
+        f"_acme-challenge.pdnsdel IN CNAME pdnsdel.{PDNS_ZONE}.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -97,6 +97,13 @@ class Rfc2136:
                            f"{key!r} (dns.tsig_secret_file)") from None
         except dns.tsig.PeerBadTime:
             raise DnsError(f"{what}: {where} refused: BADTIME, clocks differ too much") from None
+        except dns.exception.FormError as exc:
+            if "requires a TSIG" not in str(exc):
+                raise DnsError(f"{what}: {where}: {describe(exc)}") from exc
+            # PowerDNS answers a request it cannot verify unsigned (BIND says BADSIG/BADKEY).
+            raise DnsError(f"{what}: {where} refused: the server did not accept TSIG key "
+                           f"{key!r}: wrong secret (dns.tsig_secret_file) or a key it does "
+                           "not know (dns.tsig_key_name)") from None
         except (dns.exception.DNSException, OSError) as exc:
             raise DnsError(f"{what}: {where}: {describe(exc)}") from exc
         rcode = response.rcode()
