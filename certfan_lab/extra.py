@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from certfan_lab import pki
 from certfan_lab.procs import LabError
@@ -156,3 +159,48 @@ def sites(lab: Lab, placed: list[tuple[str, str, HandMade]]) -> Iterator[None]:
     finally:
         for node, tag in done:
             remove_site(lab, node, tag)
+
+
+# -- chains with an intermediate ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chain:
+    """root -> intermediate -> leaf, PEM each; and a foreign intermediate of another root."""
+
+    root: bytes
+    intermediate: bytes
+    leaf: bytes
+    key: bytes
+    foreign: bytes  # an intermediate of the same name under another root
+    sha256: str  # of the leaf DER
+
+
+def intermediate_ca(root_key: pki.PrivateKey, root: x509.Certificate, cn: str,
+                    ) -> tuple[pki.PrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(root.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def chain_of(names: list[str], *, days_left: float = 60.0) -> Chain:
+    root_key, root = pki.new_ca("certfan lab chain root")
+    int_key, intermediate = intermediate_ca(root_key, root, "certfan lab intermediate")
+    other_key, other_root = pki.new_ca("certfan lab other root")
+    _, foreign = intermediate_ca(other_key, other_root, "certfan lab intermediate")
+    key, leaf = pki.issue(int_key, intermediate, names, dt.timedelta(days=90),
+                          left=dt.timedelta(days=days_left))
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    return Chain(pki.cert_pem(root), pki.cert_pem(intermediate), pki.cert_pem(leaf),
+                 pki.key_pem(key), pki.cert_pem(foreign), hashlib.sha256(der).hexdigest())

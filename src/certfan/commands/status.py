@@ -26,7 +26,7 @@ from certfan.commands import notify
 from certfan.config import Config, Host
 from certfan.deploy import fanout, probe, ssh
 from certfan.deploy import plan as remote
-from certfan.deploy.hostrun import Connect, Prober
+from certfan.deploy.hostrun import Connect
 from certfan.errors import CertfanError, ConfigError, ProbeError
 from certfan.state import fsutil, history
 from certfan.state.deploy import DeployState
@@ -59,6 +59,8 @@ class Served:
     version: str | None = None  # the stored version with this leaf, if any
     revoked: str | None = None  # the reason, when certfan revoked that version
     error: str | None = None
+    chain: tuple[bytes, ...] = ()  # all presented (DER), if the prober says; how it differs
+    chain_problem: str | None = None  # from the version's fullchain.pem
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ def evaluate(check: Check, now: datetime, warn_days: float, crit_days: float) ->
             say(WARNING, f"{s.name}: served certificate expires in {days:.1f} days ({when})")
         if s.revoked:
             say(CRITICAL, f"{s.name}: serves {s.version}, which was revoked ({s.revoked})")
+        if s.chain_problem:  # not the deployed fullchain (crypto.same_chain)
+            say(WARNING, f"{s.name}: served chain: {s.chain_problem}")
         if check.current_sha256 and s.sha256 != check.current_sha256:
             seen = s.version or f"an unknown certificate (sha256 {(s.sha256 or '')[:12]})"
             say(WARNING, f"{s.name}: serves {seen}, not the current {check.current}")
@@ -169,7 +173,7 @@ def pairs(cfg: Config, certs: Sequence[str] = (), hosts: Sequence[str] = ()
 
 
 def collect(cfg: Config, store: Store, *, certs: Sequence[str] = (), hosts: Sequence[str] = (),
-            connect: Connect = ssh.connect, prober: Prober = probe.served_leaf,
+            connect: Connect = ssh.connect, prober: probe.ChainProber = probe.served_chain,
             now: datetime | None = None, warn_days: float = DEFAULT_WARN_DAYS,
             crit_days: float = DEFAULT_CRIT_DAYS) -> Report:
     """Look at every selected host (concurrently) and judge what it has."""
@@ -186,8 +190,9 @@ def collect(cfg: Config, store: Store, *, certs: Sequence[str] = (), hosts: Sequ
 
     def job(host: Host) -> list[Check]:
         found = _look(host, certs_of[host.name], cfg, current, known, holds, connect, prober)
-        return [replace(c, served=tuple(replace(s, revoked=revoked[c.cert].get(s.version or ""))
-                                        for s in c.served)) for c in found]
+        return [replace(c, served=tuple(replace(s, revoked=revoked[c.cert].get(s.version or ""),
+                chain_problem=store.chain_problem(c.cert, s.version, s.chain)) for s in c.served))
+                for c in found]
 
     def budget(mine: list[str]) -> float:  # the disk read bounds a host: probes run alongside
         return policy.connect_timeout + policy.command_timeout * len(mine) + 2
@@ -226,7 +231,7 @@ def _blank(host: Host, cert: str, current: Current, holds: Held, *, on_disk: str
 
 
 def _look(host: Host, certs: Sequence[str], cfg: Config, current: Current, known: Known,
-          holds: Held, connect: Connect, prober: Prober) -> list[Check]:
+          holds: Held, connect: Connect, prober: probe.ChainProber) -> list[Check]:
     """The disk read (SSH) and every name's TLS probe at once: a host cut off
     costs one connect timeout, not one more per name after the SSH attempt."""
     timeout = cfg.rollout.connect_timeout
@@ -304,11 +309,12 @@ def _pointer(facts: remote.LiveFacts) -> str | None:
     return None
 
 
-def _probe(host: Host, name: str, known: dict[str, str], prober: Prober,
+def _probe(host: Host, name: str, known: dict[str, str], prober: probe.ChainProber,
            timeout: float) -> Served:
     sni = probe.sni_for(name)
     try:
-        facts = probe.facts_of(prober(host.probe, sni, timeout))
+        leaf, chain = probe.leaf_and_chain(prober(host.probe, sni, timeout))
+        facts = probe.facts_of(leaf)
     except ProbeError as exc:
         log.warning("%s: %s", host.name, exc, extra={"host": host.name, "step": "probe"})
         return Served(name, sni, error=str(exc))
@@ -317,7 +323,7 @@ def _probe(host: Host, name: str, known: dict[str, str], prober: Prober,
     log.info("%s: probe %s: sha256 %s..., expires %s", host.name, sni, facts.sha256[:16],
              facts.not_after.isoformat(), extra={"host": host.name, "step": "probe"})
     return Served(name, sni, facts.sha256, facts.not_after, facts.serial,
-                  known.get(facts.sha256))
+                  known.get(facts.sha256), chain=chain)
 
 
 # ---------------------------------------------------------------- Prometheus

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import ssl
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from certfan.config import Endpoint
@@ -35,6 +36,32 @@ def sha256_hex(der: bytes) -> str:
 
 def served_leaf(endpoint: Endpoint, sni: str, timeout: float) -> bytes:
     """DER of the leaf certificate ``endpoint`` presents for ``sni``. Raises ProbeError."""
+    return served_chain(endpoint, sni, timeout)[0]
+
+
+def _peer_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    """Every certificate the server sent, leaf first, as DER (unverified: the
+    comparison with what was deployed is the check)."""
+    public = getattr(tls, "get_unverified_chain", None)  # Python 3.13+
+    if public is not None:
+        return [bytes(d) for d in public()]
+    chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[attr-defined]
+    return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
+
+
+ChainProber = Callable[[Endpoint, str, float], "Sequence[bytes] | bytes"]  # leaf first
+
+
+def leaf_and_chain(answer: Sequence[bytes] | bytes) -> tuple[bytes, tuple[bytes, ...]]:
+    """(leaf, whole chain) of a prober's answer; a leaf-only prober's (bytes) has no chain."""
+    if isinstance(answer, bytes):
+        return answer, ()
+    chain = tuple(answer)
+    return chain[0], chain
+
+
+def served_chain(endpoint: Endpoint, sni: str, timeout: float) -> list[bytes]:
+    """DER of every certificate ``endpoint`` presents for ``sni``, leaf first."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -43,16 +70,16 @@ def served_leaf(endpoint: Endpoint, sni: str, timeout: float) -> bytes:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(timeout)
             with context.wrap_socket(sock, server_hostname=sni) as tls:
-                der = tls.getpeercert(binary_form=True)
+                ders = _peer_chain(tls) or [tls.getpeercert(binary_form=True) or b""]
     except TimeoutError as exc:
         raise ProbeError(str(endpoint), sni, f"timed out after {timeout:g}s") from exc
     except ssl.SSLError as exc:
         raise ProbeError(str(endpoint), sni, f"TLS handshake failed: {exc.reason or exc}") from exc
     except OSError as exc:
         raise ProbeError(str(endpoint), sni, exc.strerror or str(exc)) from exc
-    if not der:
+    if not ders[0]:
         raise ProbeError(str(endpoint), sni, "no certificate presented")
-    return der
+    return ders
 
 
 def facts_of(der: bytes) -> CertFacts:

@@ -252,6 +252,13 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def _subject(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "an empty subject"
 
@@ -273,6 +280,10 @@ def chain_problems(
         certs = [x509.load_pem_x509_certificate(b) for b in blocks]
     except (CryptoError, ValueError) as exc:
         return [f"cannot parse the certificates: {exc}"]
+    leaves = [i for i, c in enumerate(certs) if not _is_ca(c)]
+    if leaves and leaves[0] != 0:
+        return [f"out of order: the leaf ({_subject(certs[leaves[0]])}) is certificate "
+                f"{leaves[0] + 1}, it must come first, then each intermediate"]
     problems: list[str] = []
     try:
         if not key_matches_cert(key_pem, blocks[0]):

@@ -273,6 +273,17 @@ class Store:
             return None
         return current if same_key and same_chain else None
 
+    def chain_problem(self, cert: str, version: str | None, served: Sequence[bytes]) -> str | None:
+        """How a served chain (DER, leaf first) differs from ``version``'s fullchain.pem;
+        None when it is the same, or when there is nothing to compare."""
+        if not served or version is None:
+            return None
+        try:
+            fullchain = self.get(cert, version).file("fullchain.pem").read_bytes()
+        except (OSError, StoreError):
+            return None
+        return crypto.same_chain(served, fullchain)
+
     def previous(self, cert: str) -> Release | None:
         current = self.current(cert)
         if current is None:
