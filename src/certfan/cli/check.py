@@ -10,6 +10,14 @@ from certfan.cli.options import EXIT_OK, command, load_config
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """validate the configuration file and summarize it
+
+    Load and validate the configuration, then check offline what the first renewal needs:
+    every file it names exists, is readable and private where it must be, the TSIG secret
+    and EAB key decode, identity files are keys, known_hosts has each host, the hook is
+    executable, the CA's terms are agreed or an account exists. Exit 2 with one line per
+    problem naming file and key.
+    """
     cfg = load_config(args)
     problems = [] if args.syntax_only else trust.check_problems(cfg)  # files, keys, account
     if problems:
@@ -32,11 +40,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "check", cmd_check, help="validate the configuration file and summarize it",
-                description="Load and validate the configuration, then check offline what the "
-                "first renewal needs: every file it names exists, is readable and private where "
-                "it must be, the TSIG secret and EAB key decode, identity files are keys, "
-                "known_hosts has each host, the hook is executable, the CA's terms are agreed "
-                "or an account exists. Exit 2 with one line per problem naming file and key.")
+    p = command(sub, "check", cmd_check)
     p.add_argument("--syntax-only", action="store_true",
                    help="validate the file alone, not the files it names (e.g. in CI)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
@@ -81,13 +82,47 @@ def add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         group.add_argument(*flags, **spec)
 
 
-def command(sub: Any, name: str, handler: Handler, *, help: str,
-            description: str) -> argparse.ArgumentParser:
-    """A subcommand with the global options and ``handler`` as its ``func``."""
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
+def command(sub: Any, name: str, handler: Handler, *, help: str | None = None,
+            description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand with the global options and ``handler`` as its ``func``.
+
+    Without ``help`` and ``description`` they come from the handler's docstring:
+    its first line, and the paragraph after it (what ``--help`` and the man page show).
+    """
+    first, _, rest = inspect.cleandoc(handler.__doc__ or "").partition("\n")
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=help or first, description=description or " ".join(rest.split()) or first)
     add_globals(p, suppress=True)
     p.set_defaults(func=handler, command=name)
     return p
+
+
+def add_names(p: argparse.ArgumentParser, *, certs: str | None = None,
+              hosts: str | None = None, groups: str | None = None) -> None:
+    """The repeatable selection options (--cert, --host, --group), each with its help."""
+    for flag, dest, meta, text in (("--cert", "certs", "NAME", certs),
+                                   ("--host", "hosts", "HOST", hosts),
+                                   ("--group", "groups", "GROUP", groups)):
+        if text:
+            p.add_argument(flag, dest=dest, action="append", metavar=meta, help=text)
+
+
+def add_window(p: argparse.ArgumentParser, what: str = "a served certificate") -> None:
+    """--warn-days and --crit-days (monitoring thresholds); :func:`check_window` after parsing."""
+    from certfan import defaults
+
+    p.add_argument("--warn-days", type=non_negative, default=defaults.STATUS_WARN_DAYS,
+                   metavar="N", help=f"WARNING when {what} expires within N days; more than "
+                   f"--crit-days (default {defaults.STATUS_WARN_DAYS:g})")
+    p.add_argument("--crit-days", type=non_negative, default=defaults.STATUS_CRIT_DAYS,
+                   metavar="N",
+                   help=f"CRITICAL within N days (default {defaults.STATUS_CRIT_DAYS:g})")
+
+
+def check_window(args: argparse.Namespace) -> None:
+    if args.warn_days <= args.crit_days:
+        raise UsageError(f"--warn-days {args.warn_days:g} must be greater than "
+                         f"--crit-days {args.crit_days:g}")
 
 
 # ---------------------------------------------------------------- checked values

@@ -10,21 +10,32 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from certfan import defaults
 from certfan.cli import docs, output, render
-from certfan.cli.options import UsageError, check_names, command, load_config, non_negative
+from certfan.cli.options import (
+    add_names,
+    add_window,
+    check_names,
+    check_window,
+    command,
+    load_config,
+)
 from certfan.errors import CertfanError
 
 UNKNOWN = 3  # commands.status.UNKNOWN, without importing it for a usage error
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """what each host has on disk and serves; a Nagios/Icinga-style check
+
+    For each host and certificate: the version on disk (SSH), what the host serves for each
+    name (TLS handshake to its probe address), days until that expires, and drift from the
+    current version. Exit as a monitoring plugin: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (an
+    unreachable host is UNKNOWN, never OK). Takes no lock.
+    """
     from certfan.commands import status
     from certfan.state.store import Store
 
-    if args.warn_days <= args.crit_days:
-        raise UsageError(f"--warn-days {args.warn_days:g} must be greater than "
-                         f"--crit-days {args.crit_days:g}")
+    check_window(args)
     try:  # a monitoring check that cannot check is UNKNOWN (3), whatever went wrong
         cfg = load_config(args)
         check_names(cfg, hosts=args.hosts or (), certs=args.certs or ())
@@ -47,24 +58,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "status", cmd_status,
-                help="what each host has on disk and serves; a Nagios/Icinga-style check",
-                description="For each host and certificate: the version on disk (SSH), what the "
-                "host serves for each name (TLS handshake to its probe address), days until "
-                "that expires, and drift from the current version. Exit as a monitoring "
-                "plugin: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (an unreachable host is "
-                "UNKNOWN, never OK). Takes no lock.")
-    p.add_argument("--cert", dest="certs", action="append", metavar="NAME",
-                   help="only this certificate (repeatable)")
-    p.add_argument("--host", dest="hosts", action="append", metavar="H",
-                   help="only this host (repeatable)")
+    p = command(sub, "status", cmd_status)
+    add_names(p, certs="only this certificate (repeatable)", hosts="only this host (repeatable)")
     p.add_argument("--prometheus", metavar="FILE",
                    help="also write a node_exporter textfile (replaced atomically)")
-    p.add_argument("--warn-days", type=non_negative, default=defaults.STATUS_WARN_DAYS,
-                   metavar="N", help="WARNING when a served certificate expires within N days; "
-                   f"more than --crit-days (default {defaults.STATUS_WARN_DAYS:g})")
-    p.add_argument("--crit-days", type=non_negative, default=defaults.STATUS_CRIT_DAYS,
-                   metavar="N", help="CRITICAL within N days "
-                   f"(default {defaults.STATUS_CRIT_DAYS:g})")
+    add_window(p)
 
 

@@ -25,6 +25,7 @@ from certfan.cli.options import (
     EXIT_OK,
     EXIT_PARTIAL,
     UsageError,
+    add_names,
     check_names,
     command,
     load_config,
@@ -128,6 +129,15 @@ def _rollout_body(report: Report | None) -> Mapping[str, Any]:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    """deploy the current version of certificates to their hosts
+
+    Deploy the current stored version of each selected certificate to the hosts that receive
+    it (all of them when no --host/--group is given): canary first, then the rest; per host
+    upload, flip, config test, reload, prove by TLS handshake, or roll back. Hosts already
+    serving the version are left alone. Exit 0 when every selected host serves the version,
+    3 when only some do, 1 when none does, 2 on a usage or configuration error (such as an
+    unknown --host), 130 when interrupted.
+    """
     from certfan.commands import push
     from certfan.state.store import Store
 
@@ -155,6 +165,14 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_renew(args: argparse.Namespace) -> int:
+    """renew what is due and bring every host up to date (for cron/systemd)
+
+    Renew every certificate that is due (ARI window, else lifetime), roll each new version
+    out under the fleet policy, and bring any host that missed an earlier rollout up to
+    date. With nothing due and every host current it contacts neither the CA, nor DNS, nor
+    any host. Prints one summary line on success, details on failure. Exit 0 ok, 1 a renewal
+    or rollout failed, 3 some hosts do not serve the version, 75 another run holds the lock.
+    """
     from certfan.commands.renew import renew
     from certfan.state.store import Store
 
@@ -181,6 +199,14 @@ def cmd_renew(args: argparse.Namespace) -> int:
 
 
 def cmd_reissue(args: argparse.Namespace) -> int:
+    """emergency: new key and certificate now, on every host, old one revoked
+
+    Make a fresh key, order CERT now whatever its due date, roll it out to every host of the
+    certificate (canary and proof as always), and with --revoke-old revoke the previous
+    certificate once every host is proven to serve the new one. Exit 0 when every host
+    serves it (and the old one is revoked if asked), 3 when only some do, 1 when none does
+    or the revocation failed.
+    """
     from certfan.commands.reissue import reissue
     from certfan.state.store import Store
 
@@ -207,6 +233,13 @@ def cmd_reissue(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    """point hosts back at the previous version (tested, reloaded, proven)
+
+    Roll the previous stored version of the certificate out to its hosts, with the same
+    upload, flip, config test, reload and TLS proof as a push. Without --host the previous
+    version also becomes current again; with --host those hosts are held on it (renew leaves
+    them alone) until a new version is issued. Exit codes as push.
+    """
     from certfan.commands.rollback import rollback
     from certfan.state.store import Store
 
@@ -236,43 +269,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "push", cmd_push,
-                help="deploy the current version of certificates to their hosts",
-                description="Deploy the current stored version of each selected certificate to "
-                "the hosts that receive it (all of them when no --host/--group is given): canary "
-                "first, then the rest; per host upload, flip, config test, reload, prove by TLS "
-                "handshake, or roll back. Hosts already serving the version are left alone. "
-                "Exit 0 when every selected host serves the version, 3 when only some do, 1 "
-                "when none does, 2 on a usage or configuration error (such as an unknown "
-                "--host), 130 when interrupted.")
-    p.add_argument("--cert", dest="certs", action="append", metavar="NAME",
-                   help="certificate to push (repeatable; default: all)")
-    p.add_argument("--host", dest="hosts", action="append", metavar="HOST",
-                   help="only this host (repeatable)")
-    p.add_argument("--group", dest="groups", action="append", metavar="GROUP",
-                   help="only the hosts of this group (repeatable)")
+    p = command(sub, "push", cmd_push)
+    add_names(p, certs="certificate to push (repeatable; default: all)",
+              hosts="only this host (repeatable)",
+              groups="only the hosts of this group (repeatable)")
     p.add_argument("--dry-run", action="store_true",
                    help="connect and look, print each host's plan; change nothing")
 
-    p = command(sub, "renew", cmd_renew,
-                help="renew what is due and bring every host up to date (for cron/systemd)",
-                description="Renew every certificate that is due (ARI window, else lifetime), "
-                "roll each new version out under the fleet policy, and bring any host that "
-                "missed an earlier rollout up to date. With nothing due and every host current "
-                "it contacts neither the CA, nor DNS, nor any host. Prints one summary line on "
-                "success, details on failure. Exit 0 ok, 1 a renewal or rollout failed, 3 some "
-                "hosts do not serve the version, 75 another run holds the lock.")
+    p = command(sub, "renew", cmd_renew)
     p.add_argument("--jitter", type=non_negative, default=0.0, metavar="SECONDS",
                    help="first sleep a random time up to SECONDS (spreads fleets of timers)")
 
-    p = command(sub, "reissue", cmd_reissue,
-                help="emergency: new key and certificate now, on every host, old one revoked",
-                description="Make a fresh key, order CERT now whatever its due date, roll it "
-                "out to every host of the certificate (canary and proof as always), and with "
-                "--revoke-old revoke the previous certificate once every host is proven to "
-                "serve the new one. Exit 0 when every host serves it (and the old one is "
-                "revoked if asked), 3 when only some do, 1 when none does or the revocation "
-                "failed.")
+    p = command(sub, "reissue", cmd_reissue)
     p.add_argument("cert", metavar="CERT", help="certificate name from the config")
     p.add_argument("--revoke-old", action="store_true",
                    help="revoke the previous certificate once every host serves the new one")
@@ -282,14 +290,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-canary", action="store_true",
                    help="no canary stage: every host at once (bounded by concurrency)")
 
-    p = command(sub, "rollback", cmd_rollback,
-                help="point hosts back at the previous version (tested, reloaded, proven)",
-                description="Roll the previous stored version of the certificate out to its "
-                "hosts, with the same upload, flip, config test, reload and TLS proof as a "
-                "push. Without --host the previous version also becomes current again; with "
-                "--host those hosts are held on it (renew leaves them alone) until a new "
-                "version is issued. Exit codes as push.")
+    p = command(sub, "rollback", cmd_rollback)
     p.add_argument("--cert", required=True, metavar="NAME", help="certificate to roll back")
-    p.add_argument("--host", dest="hosts", action="append", metavar="H",
-                   help="only this host (repeatable; default: every host of the certificate)")
+    add_names(p, hosts="only this host (repeatable; default: every host of the certificate)")
 

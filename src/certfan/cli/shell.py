@@ -179,6 +179,11 @@ def manpage(parser: argparse.ArgumentParser) -> str:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
+    """print a shell completion script
+
+    Print a bash or zsh completion script generated from this parser; see docs/cli.md for
+    where to install it.
+    """
     parser = _builder[0]()
     script = bash(parser) if args.shell == "bash" else zsh(parser)
     return output.finish(args, EXIT_OK, script.splitlines(), {"shell": args.shell,
@@ -186,16 +191,17 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 
 def cmd_manpage(args: argparse.Namespace) -> int:
+    """print the man page (roff)
+
+    Print certfan(1) in roff, generated from this parser: certfan manpage >
+    /usr/local/share/man/man1/certfan.1
+    """
     page = manpage(_builder[0]())
     return output.finish(args, EXIT_OK, page.splitlines(), {"manpage": page})
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "completion", cmd_completion, help="print a shell completion script",
-                description="Print a bash or zsh completion script generated from this "
-                "parser; see docs/cli.md for where to install it.")
+    p = command(sub, "completion", cmd_completion)
     p.add_argument("shell", choices=("bash", "zsh"), help="the shell")
-    command(sub, "manpage", cmd_manpage, help="print the man page (roff)",
-            description="Print certfan(1) in roff, generated from this parser: "
-            "certfan manpage > /usr/local/share/man/man1/certfan.1")
+    command(sub, "manpage", cmd_manpage)
 

@@ -11,9 +11,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from certfan import defaults
 from certfan.cli import output
-from certfan.cli.options import EXIT_USAGE, check_names, command, load_config, non_negative
+from certfan.cli.options import EXIT_USAGE, add_window, check_names, command, load_config
 from certfan.config import Config
 from certfan.config.preflight import Problem
 
@@ -118,12 +117,7 @@ def audit_doc(report: AuditReport) -> dict[str, Any]:
 
 
 def _window(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--warn-days", type=non_negative, default=defaults.STATUS_WARN_DAYS,
-                   metavar="N", help="WARNING when a certificate expires within N days "
-                   f"(default {defaults.STATUS_WARN_DAYS:g})")
-    p.add_argument("--crit-days", type=non_negative, default=defaults.STATUS_CRIT_DAYS,
-                   metavar="N", help="CRITICAL within N days "
-                   f"(default {defaults.STATUS_CRIT_DAYS:g})")
+    add_window(p, "a certificate")
 
 
 def register(sub: Any) -> None:

@@ -11,6 +11,7 @@ from certfan.cli import docs, output, render
 from certfan.cli.options import (
     EXIT_FAILED,
     EXIT_OK,
+    add_names,
     check_names,
     command,
     load_config,
@@ -19,6 +20,12 @@ from certfan.cli.options import (
 
 
 def cmd_issue(args: argparse.Namespace) -> int:
+    """issue certificates now, whatever their due date
+
+    Order each CERT from the CA now (DNS-01), store it as a new version and make it current;
+    print the version, serial, SHA-256, names, expiry and path. Several CERTs are ordered
+    concurrently. Nothing is deployed.
+    """
     from certfan.issue import order
     from certfan.state import lock
     from certfan.state.store import Store
@@ -49,6 +56,12 @@ def cmd_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    """adopt an existing key and certificate (e.g. certbot's) as the current version
+
+    Store KEY and FULLCHAIN (PEM) as a new version of CERT and make it current (key 0600).
+    The key must match the certificate. Nothing is deployed: the next renew or push rolls it
+    out, and renew replaces it when it is due.
+    """
     from certfan.commands.importing import import_cert
     from certfan.state import lock
     from certfan.state.store import Store
@@ -64,6 +77,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    """delete old versions locally and on the hosts (never live ones)
+
+    Delete old certificate versions from the local store and from the hosts' archive/
+    directories. Never deleted: the newest N, the current version and the one before it,
+    what any host serves (its live version and the one before that), and certbot's copies.
+    """
     from certfan.commands import prune
     from certfan.state import lock
     from certfan.state.store import Store
@@ -78,18 +97,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "issue", cmd_issue, help="issue certificates now, whatever their due date",
-                description="Order each CERT from the CA now (DNS-01), store it as a new "
-                "version and make it current; print the version, serial, SHA-256, names, "
-                "expiry and path. Several CERTs are ordered concurrently. Nothing is deployed.")
+    p = command(sub, "issue", cmd_issue)
     p.add_argument("certs", metavar="CERT", nargs="+", help="certificate name from the config")
 
-    p = command(sub, "import", cmd_import,
-                help="adopt an existing key and certificate (e.g. certbot's) as the current "
-                "version",
-                description="Store KEY and FULLCHAIN (PEM) as a new version of CERT and make it "
-                "current (key 0600). The key must match the certificate. Nothing is deployed: "
-                "the next renew or push rolls it out, and renew replaces it when it is due.")
+    p = command(sub, "import", cmd_import)
     p.add_argument("cert", metavar="CERT", help="certificate name from the config")
     p.add_argument("--key", required=True, metavar="FILE", help="private key (PEM)")
     p.add_argument("--fullchain", required=True, metavar="FILE",
@@ -100,15 +111,9 @@ def register(sub: Any) -> None:
                    help="a root (PEM) the chain may end at, besides acme.ca_bundle and the "
                    "system store (repeatable)")
 
-    p = command(sub, "prune", cmd_prune,
-                help="delete old versions locally and on the hosts (never live ones)",
-                description="Delete old certificate versions from the local store and from the "
-                "hosts' archive/ directories. Never deleted: the newest N, the current version "
-                "and the one before it, what any host serves (its live version and the one "
-                "before that), and certbot's copies.")
+    p = command(sub, "prune", cmd_prune)
     p.add_argument("--keep", type=positive_int, default=defaults.PRUNE_KEEP, metavar="N",
                    help="newest versions to keep besides those in use, at least 1 "
                    f"(default {defaults.PRUNE_KEEP})")
-    p.add_argument("--cert", dest="certs", action="append", metavar="NAME",
-                   help="only this certificate (repeatable)")
+    add_names(p, certs="only this certificate (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="show what would go; delete nothing")
