@@ -164,13 +164,15 @@ HOOK = """#!{python}
 import os, subprocess, sys, time
 action, name, value = sys.argv[1:4]
 with open({log!r}, "a") as f:
-    f.write(" ".join([action, name, value, os.environ["CERTFAN_DNS_ACTION"],
-                      os.environ["CERTFAN_DNS_NAME"], os.environ["CERTFAN_DNS_VALUE"]]) + "\\n")
+    f.write(" ".join([action, name, value] + [os.environ["CERTFAN_DNS_" + k] for k in
+                     ("ACTION", "NAME", "VALUE", "CHALLENGE", "ZONE", "TTL")]) + "\\n")
 if {mode!r} == "fail":
     print("zone is locked by the registrar", file=sys.stderr)
     sys.exit(3)
 if {mode!r} == "hang":
     time.sleep(30)
+if {mode!r} == "noop":
+    sys.exit(0)
 verb = "add" if action == "add" else "delete"
 rr = f'{{name}}. 60 TXT "{{value}}"' if action == "add" else f'{{name}}. TXT "{{value}}"'
 script = f"server 127.0.0.1 {port}\\nupdate {{verb}} {{rr}}\\nsend\\n"
@@ -210,8 +212,8 @@ def test_hook_method_publishes_checks_and_removes(lab, tmp_path: Path, seeded) -
     assert txt(lab, name) == {other}
     calls = (tmp_path / "hook.log").read_text().splitlines()
     assert calls == [
-        f"add {name} from-hook add {name} from-hook",
-        f"remove {name} from-hook remove {name} from-hook",
+        f"add {name} from-hook add {name} from-hook {name} lab.test 60",
+        f"remove {name} from-hook remove {name} from-hook {name} lab.test 60",
     ]
 
 
@@ -228,3 +230,51 @@ def test_hook_timeout(lab, tmp_path: Path) -> None:
     hook = dns01.HookDns(_hook(lab, tmp_path, "hang"), timeout=0.5)
     with pytest.raises(DnsError, match=r"no exit after 0.5s \(dns.hook_timeout\)"):
         hook.add("_acme-challenge.media.lab.test", "v")
+
+
+def _readme_hook(tmp_path: Path) -> Path:
+    """The example hook README shows, as an executable file."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    script = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert script.startswith("#!/bin/sh\n# certfan DNS hook")
+    path = tmp_path / "dns-hook"
+    path.write_text(script)
+    path.chmod(0o755)
+    return path
+
+
+def test_readme_hook_follows_cname_and_propagation_is_proved_by_default(
+    lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NSUPDATE_SERVER", "127.0.0.1")
+    monkeypatch.setenv("NSUPDATE_PORT", str(lab.dns_port))
+    monkeypatch.setenv("NSUPDATE_KEY", str(bind_keyfile(lab, tmp_path / "lab.key")))
+    # No dns.nameservers: the authoritative servers come from the zone's NS records.
+    cfg = _cfg(lab, tmp_path, method="hook", hook=str(_readme_hook(tmp_path)), hook_timeout=20.0)
+    dns = dns01.Dns01(cfg)
+    with dns.published([("_acme-challenge.static.lab.test", "via-readme-hook")]) as added:
+        # The CNAME was followed: the value is in the other zone, the name itself has none.
+        assert [(a.target, a.zone) for a in added] == [
+            ("static.delegated.test.", "delegated.test.")
+        ]
+        assert txt(lab, "static.delegated.test") == {"via-readme-hook"}
+    assert txt(lab, "static.delegated.test") == set()
+
+
+def test_hook_that_publishes_nothing_fails_unless_the_check_is_skipped(
+    lab, tmp_path: Path
+) -> None:
+    hook = str(_hook(lab, tmp_path, "noop"))
+    cfg = _cfg(lab, tmp_path, method="hook", hook=hook, propagation_timeout=0.5,
+               poll_interval=0.1)
+    with (
+        pytest.raises(DnsError, match="not served after 0.5s"),
+        dns01.Dns01(cfg).published([("_acme-challenge.media.lab.test", "never-there")]),
+    ):
+        pytest.fail("a value that is not served cannot have been proved")
+    skip = _cfg(lab, tmp_path, method="hook", hook=hook, propagation_check=False)
+    dns = dns01.Dns01(skip)
+    with dns.published([("_acme-challenge.media.lab.test", "unchecked")]):
+        pass
+    # Said explicitly in the config: no TXT poll at all (only the CNAME/SOA look-ups).
+    assert dns.lookup.queries == 2

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 
 HOOK_TIMEOUT = 60.0
 _STDERR_TAIL = 800
+# What a hook may be handed: names come from DNS (CNAME targets), so they are
+# checked before they reach a script that may paste them into nsupdate input.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_LDH_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_VALUE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")  # a DNS-01 value is base64url
 
 
 class HookDns:
@@ -51,6 +57,13 @@ class HookDns:
 
     def run(self, action: str, item: Published) -> None:
         name = item.target.rstrip(".")
+        for what, text, pattern in (("name", name, _LDH_NAME),
+                                    ("challenge name", item.challenge.rstrip("."), _LDH_NAME),
+                                    ("zone", (item.zone or "").rstrip(".") or "x", _LDH_NAME),
+                                    ("value", item.value, _VALUE)):
+            if not pattern.match(text):
+                raise DnsError(f"dns hook {self.hook}: refusing to pass {what} {text[:80]!r}: "
+                               "not a plain DNS name / base64url value")
         env = dict(os.environ, CERTFAN_DNS_ACTION=action, CERTFAN_DNS_NAME=name,
                    CERTFAN_DNS_CHALLENGE=item.challenge.rstrip("."),
                    CERTFAN_DNS_ZONE=(item.zone or "").rstrip("."),
