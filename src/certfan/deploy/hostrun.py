@@ -257,7 +257,7 @@ class HostRun:
 
     def _after_failure(self, session: Session, result: Result, report: RemoteReport,
                        old: Undo) -> HostOutcome:
-        failure = self._why(report.failed or self.step, result, report)
+        failure = self._why(report.failed or self.step.removeprefix("rollback:"), result, report)
         if not report.flipped and result.lost is None:  # upload, convert or flip refused
             return self._failed(failure, Failure.REJECTED, serving=_version_of(
                 report.previous if report.previous is not None else report.facts.target))
@@ -338,13 +338,16 @@ class HostRun:
             raise StepFailed(self.step, str(exc), connection=True) from exc
         report = plan.parse_report(result.stdout)
         for step in _STEPS:
-            said = report.marks.get(step if step != "undo" else "undo")
+            said = report.marks.get(step)
             if said is not None:
                 self.step = prefix + step
-                status = "failed" if said == "failed" else "ok"
-                self._emit_step(self.step, status, said)
+                self._emit_step(self.step, "failed" if said == "failed" else "ok", said)
         if report.failed:
             self.step = prefix + report.failed
+        elif not report.done and self.step != prefix + "settle":  # cut off: the next step
+            reached = self.step.removeprefix(prefix)
+            if reached in _STEPS and reached in report.marks:
+                self.step = prefix + _STEPS[_STEPS.index(reached) + 1]
         return report, result
 
     def _why(self, step: str, result: Result, report: RemoteReport) -> StepFailed:

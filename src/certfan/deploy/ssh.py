@@ -118,7 +118,7 @@ class Session:
             status = _collect(channel, deadline, out, err)
             if status is None:
                 return Result(-1, bytes(out), bytes(err),
-                              lost=f"{argv[0]}: no end within {timeout:g}s")
+                              lost=f"{argv[0]}: timed out after {timeout:g}s")
             return Result(status, bytes(out), bytes(err))
         except (pm.SSHException, OSError, EOFError) as exc:
             lost = _translate_io(name, exc, timeout, f"running {argv[0]}")
