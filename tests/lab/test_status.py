@@ -70,7 +70,9 @@ def test_status_on_the_lab_critical_warning_unknown_and_the_textfile(lab, ops, c
     seed = lab.pki.seed
     (ops.dir / "seed.key").write_bytes(seed.key)
     (ops.dir / "seed.pem").write_bytes(seed.fullchain)
-    ops.import_files(ops.dir / "seed.key", ops.dir / "seed.pem")
+    (ops.dir / "old-ca.pem").write_bytes(seed.chain)  # certbot's CA, the seed's root
+    assert ops.cli("import", "media", "--key", str(ops.dir / "seed.key"), "--fullchain",
+                   str(ops.dir / "seed.pem"), "--trust", str(ops.dir / "old-ca.pem")) == 0
     assert ops.cli("push") == 0
 
     # 1. Every node serves the seeded certificate: three days left is CRITICAL.
@@ -133,7 +135,8 @@ def test_status_on_the_lab_critical_warning_unknown_and_the_textfile(lab, ops, c
     assert probes == {"cdn-frankfurt-1": 1.0, "cdn-fremont-1": 1.0, "sally": 1.0, "esme": 0.0}
     readable = {s.labels["host"]: s.value for s in families["certfan_host_readable"]}
     assert readable["esme"] == 0.0
-    expiry_hosts = {s.labels["host"] for s in families["certfan_served_cert_expiry_timestamp_seconds"]}
+    expiry_hosts = {s.labels["host"]
+                    for s in families["certfan_served_cert_expiry_timestamp_seconds"]}
     assert "esme" not in expiry_hosts  # no made-up expiry for what could not be seen
     assert {s.labels["host"]: s.value for s in families["certfan_status"]}["esme"] == UNKNOWN
     assert not any(math.isnan(s.value) for f in families.values() for s in f)
