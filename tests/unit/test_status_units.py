@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from certfan.cli import app as cli
 from certfan.cli import render
-from certfan.commands import status
+from certfan.commands import prometheus, status
 from certfan.commands.status import CRITICAL, OK, UNKNOWN, WARNING, Check, Served
 from certfan.state import history
 from helpers.ops import Ops, restore_logging
@@ -86,7 +86,7 @@ def test_prometheus_text_parses_and_carries_the_values() -> None:
         (good, cut), NOW, 20, 7, {"media": NOW + timedelta(days=60)},
         history.History(renew_last_success=renewed,
                         rollout_last_success={"media": renewed + timedelta(minutes=1)}))
-    families = _families(status.prometheus_text(report))
+    families = _families(prometheus.prometheus_text(report))
     [expiry] = families["certfan_served_cert_expiry_timestamp_seconds"]
     assert expiry.labels == {"host": "sally", "cert": "media", "name": "media.lab.test"}
     assert expiry.value == (NOW + timedelta(days=60)).timestamp()

@@ -43,7 +43,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                                 hosts=args.hosts or (), warn_days=args.warn_days,
                                 crit_days=args.crit_days)
         if args.prometheus:
-            status.write_prometheus(Path(args.prometheus), report)
+            from certfan.commands import prometheus
+
+            prometheus.write_prometheus(Path(args.prometheus), report)
     except CertfanError as exc:
         if args.debug:
             traceback.print_exc()
