@@ -34,6 +34,7 @@ from certfan_lab.faults import BYPASS_MARK
 
 BENCH = Path(__file__).resolve().parent
 RUNBOOK = BENCH / "_runbook.py"
+LAUNCH = BENCH / "_launch.py"
 PLAYBOOK = BENCH / "ansible" / "deploy.yml"
 CERT = "media"
 RUN_TIMEOUT = 600.0
@@ -63,39 +64,50 @@ class Run:
 
 def timed(argv: Sequence[str], *, env: dict[str, str] | None = None,
           timeout: float = RUN_TIMEOUT) -> Run:
-    """Run argv as a child in its own process group; its figures from wait4.
+    """Run argv under bench/_launch.py, in its own process group: the command's own wall
+    time, CPU seconds and peak RSS (see _launch.py for why not from this process).
 
     On a timeout or an interrupt the whole group is killed (only what this
     function started), so no ssh or ansible worker outlives the benchmark.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with (tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err,
+          tempfile.NamedTemporaryFile(suffix=".json") as fig):
+        launch = [sys.executable, "-I", "-S", str(LAUNCH), fig.name, *argv]
         t0 = time.monotonic()
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        proc = subprocess.Popen(launch, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 env=env, start_new_session=True)
         timer = threading.Timer(timeout, _kill_group, (proc.pid,))
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            code = proc.wait()
         except BaseException:
             _kill_group(proc.pid)
             proc.wait()
             raise
         finally:
             timer.cancel()
-        wall = time.monotonic() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        outer = time.monotonic() - t0
         _kill_group(proc.pid)  # stragglers it left (none expected)
+        try:
+            figures = json.loads(Path(fig.name).read_text())
+        except ValueError:  # killed before it wrote them
+            figures = {"wall": outer, "utime": 0.0, "stime": 0.0, "maxrss_kib": 0, "code": code}
         out.seek(0)
         err.seek(0)
         return Run(
             contender=Path(argv[0]).name,
-            code=proc.returncode,
-            wall=wall,
-            cpu=usage.ru_utime + usage.ru_stime,
-            rss_mib=usage.ru_maxrss / 1024,
+            code=int(figures["code"]),
+            wall=float(figures["wall"]),
+            cpu=float(figures["utime"]) + float(figures["stime"]),
+            rss_mib=float(figures["maxrss_kib"]) / 1024,
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
         )
+
+
+def launcher_floor_mib() -> float:
+    """The peak RSS _launch.py reports for /bin/true: the floor under every RSS figure."""
+    return timed(["/bin/true"]).rss_mib
 
 
 def _kill_group(pgid: int) -> None:

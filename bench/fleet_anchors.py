@@ -29,6 +29,7 @@ beside the figures, met or MISSED. Figures only: nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import statistics
 import sys
@@ -38,7 +39,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from _anchors import CERT, Ansible, Leaves, Run, certfan, check_served, inventory, runbook
+from _anchors import (
+    CERT,
+    Ansible,
+    Leaves,
+    Run,
+    certfan,
+    check_served,
+    inventory,
+    launcher_floor_mib,
+    runbook,
+)
 from _lab import banner, bench_lab, quiet_logging
 
 from certfan import config
@@ -122,14 +133,17 @@ class Bench:
     def wanted(self, name: str, nodes: int, latency: float) -> int:
         runs: int = self.args.runs
         if name == "ansible":
-            return int(self.args.ansible_runs) if self.ansible.available() else 0
+            if not self.ansible.available():
+                return 0
+            return int(self.args.ansible_runs if nodes <= 4 else self.args.ansible_runs_large)
         if name == "sequential" and nodes > 4 and latency > 0:
             return min(runs, int(self.args.sequential_runs_large))
         return runs
 
     def cell(self, nodes: int, latency: float, names: Sequence[str] = CONTENDERS) -> Cell:
         cell = Cell(nodes, latency, {n: [] for n in names})
-        print(f"\n-- {cell.title}", flush=True)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"\n-- {cell.title} (load average {load})", flush=True)
         for rnd in range(self.args.runs):
             order = [names[(i + rnd) % len(names)] for i in range(len(names))]
             for name in order:
@@ -230,7 +244,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--nodes", type=int, nargs="+", default=[4, 50])
     ap.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 50.0])
     ap.add_argument("--runs", type=int, default=3, help="rounds per cell (default 3)")
-    ap.add_argument("--ansible-runs", type=int, default=3)
+    ap.add_argument("--ansible-runs", type=int, default=3, help="for cells of up to 4 nodes")
+    ap.add_argument("--ansible-runs-large", type=int, default=1,
+                    help="for larger cells (50 nodes: about a minute a run on 2 cores)")
     ap.add_argument("--sequential-runs-large", type=int, default=1,
                     help="sequential runbook runs for cells over 4 nodes with latency "
                          "(50 nodes one by one at 100 ms RTT is minutes per run)")
@@ -257,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
             banner(f"fleet anchors: certfan push vs runbooks and Ansible, "
                    f"nodes {args.nodes}, +{args.latency_ms} ms each way", lab)
             bench = Bench(lab, args)
+            print(f"   each contender runs under bench/_launch.py: its own wall, CPU and peak "
+                  f"RSS (launcher floor {launcher_floor_mib():.1f} MiB)"
+                  + ("" if bench.ansible.available() else
+                     "; ansible-playbook missing: .venv/bin/pip install -e '.[bench]'"),
+                  flush=True)
             first = bench.one("certfan", len(lab.nodes))
             print(f"   first push to all {len(lab.nodes)} nodes (certbot layout converted, not "
                   f"compared): {first.wall:.2f}s, exit {first.code}, "
