@@ -32,9 +32,10 @@ One line, ``<file>[:<line>]: <key path>: <message>``, for example::
 Semantics worth knowing
 -----------------------
 * Local paths (``state_dir``, ``ca_bundle``, ``eab.hmac_key_file``,
-  ``identity_file``, ``known_hosts``, ``tsig_secret_file``, ``hook``) are
-  resolved against the directory of the config file when relative (without
-  resolving symlinks); they need not exist at load time.
+  ``identity_file``, ``known_hosts``, ``tsig_secret_file``, ``hook``,
+  ``credentials_file``) are resolved against the directory of the config file
+  when relative (without resolving symlinks); they need not exist at load time,
+  but for ``method = "lexicon"`` the credentials must be there (``dnsmethod``).
 * ``config_test`` and ``reload`` are argv tuples.  A string is split with
   ``shlex``; it is never given to a shell, so shell syntax is refused
   (``; & | < > ( )`` unquoted, ``$`` and backquotes outside single quotes):
