@@ -115,3 +115,26 @@ def test_a_usage_error_under_json_is_still_one_document(config: Path, capsys) ->
 def test_no_command_prints_help_and_is_a_usage_error(capsys) -> None:  # type: ignore[no-untyped-def]
     code, out, err = _run(capsys)
     assert code == 2 and out == "" and "COMMAND" in err
+
+
+def test_rollout_report_has_blank_lines_only_on_a_terminal() -> None:
+    from certfan.cli import render
+    from certfan.deploy.fleet import Report
+    from certfan.deploy.model import DEPLOYED, FAILED, INTERRUPTED, HostOutcome
+
+    report = Report((
+        HostOutcome("sally", "media", "0002-aaaaaaaaaaaa", DEPLOYED, serving="0002-aaaaaaaaaaaa"),
+        HostOutcome("esme", "media", "0002-aaaaaaaaaaaa", FAILED, failed_step="test",
+                    error="nginx -t: exit status 1", output_tail="emerg: bad\nfailed",
+                    serving="0001-bbbbbbbbbbbb"),
+        HostOutcome("fred", "media", "0002-aaaaaaaaaaaa", INTERRUPTED,
+                    serving="0001-bbbbbbbbbbbb")), halted_by=None)
+    off = render.interrupted_lines(report, ["certfan push --cert media --host fred"],
+                                   spaced=False)
+    on = render.interrupted_lines(report, ["certfan push --cert media --host fred"], spaced=True)
+    assert "" not in off and "" in on and [x for x in on if x] == off
+    assert off[0].split()[:5] == ["HOST", "CERT", "VERSION", "SERVES", "RESULT"]
+    rows = {line.split()[0]: line for line in off[1:4]}
+    assert "0001-bbbbbbbbbbbb  skipped: interrupted" in rows["fred"]
+    assert "esme (media): test: nginx -t: exit status 1" in off
+    assert off[-1] == "    certfan push --cert media --host fred"

@@ -108,6 +108,21 @@ def test_summary_line_is_a_monitoring_plugin_line() -> None:
     assert line.endswith("'sally media'=3.00;20:;7:")
 
 
+def test_human_status_starts_with_the_state_and_ends_with_the_perfdata() -> None:
+    """The perfdata goes last, after '|' (the plugin API reads it from the long output),
+    so the first line a person reads is short: the state and the counts."""
+    report = status.Report((status.evaluate(_check(days=3), NOW, 20, 7),
+                            status.evaluate(_check(days=40, host="esme"), NOW, 20, 7)),
+                           NOW, 20, 7)
+    lines = render.status_text(report)
+    assert lines[0] == "CERTFAN CRITICAL: 1 critical, 0 warning, 0 unknown, 1 ok (2 host/" \
+                       "certificate pair(s))"
+    assert "|" not in lines[0] and lines[1].split() == ["HOST", "CERT", "CURRENT", "ON", "DISK",
+                                                        "SERVES", "DAYS", "LEFT", "STATE"]
+    assert lines[-1] == "| 'sally media'=3.00;20:;7: 'esme media'=40.00;20:;7:"
+    assert "" not in lines
+
+
 # ---------------------------------------------------------------- on the lab
 
 
