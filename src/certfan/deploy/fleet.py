@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from certfan.config import Host, RolloutPolicy
 from certfan.deploy import plan as remote
@@ -51,8 +52,10 @@ from certfan.deploy.plan import FileSpec
 from certfan.deploy.targets import select_targets
 from certfan.errors import CertfanError, StoreError
 from certfan.state import fsutil
-from certfan.state.deploy import DeployState, HostDeploy
-from certfan.state.store import Release
+
+if TYPE_CHECKING:
+    from certfan.state.deploy import DeployState, HostDeploy
+    from certfan.state.store import Release
 
 log = logging.getLogger(__name__)
 

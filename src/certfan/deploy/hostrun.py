@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from certfan.config import Host, RolloutPolicy
 from certfan.deploy import plan
@@ -48,7 +48,9 @@ from certfan.deploy.model import (
 from certfan.deploy.plan import FileSpec, PlanError, RemoteReport
 from certfan.deploy.probe import sha256_hex
 from certfan.errors import ProbeError, SshError
-from certfan.state.store import Release
+
+if TYPE_CHECKING:
+    from certfan.state.store import Release
 
 log = logging.getLogger(__name__)
 

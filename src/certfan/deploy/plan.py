@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import math
 import re
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from certfan.config import Host
 from certfan.deploy import scripts
 from certfan.deploy.model import Step
 from certfan.deploy.probe import sha256_hex, sni_for
-from certfan.state.store import Release
+
+if TYPE_CHECKING:
+    from certfan.state.store import Release
 
 # Upload order matters: the script reads the files from stdin in this order.
 RELEASE_FILES = ("privkey.pem", "fullchain.pem", "cert.pem", "chain.pem")
@@ -114,6 +116,8 @@ def leaf_sha256_from_pem(pem: bytes) -> str | None:
     stop = pem.find(end, start)
     if start < 0 or stop < 0:
         return None
+    import ssl  # not on the start-up path of a run that deploys nothing
+
     try:
         der = ssl.PEM_cert_to_DER_cert(pem[start : stop + len(end)].decode("ascii"))
     except (ValueError, UnicodeDecodeError):

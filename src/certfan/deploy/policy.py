@@ -26,10 +26,13 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from certfan.config import Host
 from certfan.defaults import STATUS_CRIT_DAYS
-from certfan.state.deploy import HostDeploy
+
+if TYPE_CHECKING:
+    from certfan.state.deploy import HostDeploy
 
 
 def allowed(limit: int | str, hosts: int) -> int:

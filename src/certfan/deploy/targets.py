@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from certfan.config import Config, Host
 from certfan.errors import ConfigError, StoreError
-from certfan.state.store import Release, Store
+
+if TYPE_CHECKING:
+    from certfan.state.store import Release, Store
 
 log = logging.getLogger(__name__)
 

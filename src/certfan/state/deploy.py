@@ -25,12 +25,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from certfan.config import Config
 from certfan.errors import StoreError
 from certfan.state import fsutil
-from certfan.state.store import Store
+
+if TYPE_CHECKING:
+    from certfan.config import Config
+    from certfan.state.store import Store
 
 
 @dataclass(frozen=True)
