@@ -116,15 +116,21 @@ def _table(out: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-def test_ctrl_c_during_a_push_prints_a_table_true_to_what_the_nodes_serve(lab, ops):  # type: ignore[no-untyped-def]
-    """SIGINT once the canary is proven: the host in flight finishes, the rest are not
-    started; the table's SERVES column is then checked against a TLS handshake with
+@pytest.mark.parametrize(("when", "concurrency"), [
+    ("deployed", 1),  # the canary is proven; the next host may be in flight, none after it
+    ('"step": "upload"', 64),  # the canary is at work, the others staged at the gate
+])
+def test_ctrl_c_during_a_push_prints_a_table_true_to_what_the_nodes_serve(lab, ops, when,  # type: ignore[no-untyped-def]
+                                                                          concurrency):
+    """SIGINT to a real push (once the canary is proven, or while it is at work and
+    the others wait staged): the hosts in flight finish, no other is started or
+    flipped; the table's SERVES column is then checked against a TLS handshake with
     every node, and the printed command finishes the job."""
-    ops.write(canary=1, concurrency=1, connect_timeout=5.0)
+    ops.write(canary=1, concurrency=concurrency, connect_timeout=5.0)
     old = ops.import_cert(days_left=60)
     assert ops.cli("push") == 0
     new = ops.import_cert(days_left=60)
-    slow = [lab.faults.add_latency(node, 150) for node in ops.nodes[1:]]
+    slow = [lab.faults.add_latency(node, 150) for node in ops.nodes]
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "certfan", "-c", str(ops.config_path), "push", "-v",
@@ -137,10 +143,10 @@ def test_ctrl_c_during_a_push_prints_a_table_true_to_what_the_nodes_serve(lab, o
         reader.start()
         canary = ops.nodes[0]
         give_up = time.monotonic() + 120
-        while True:  # until the canary is proven (its "deployed" log record)
+        while True:  # until the canary's log record that ``when`` names
             line = lines.get(timeout=max(0.1, give_up - time.monotonic()))
             seen.append(line)
-            if f'"host": "{canary}"' in line and "deployed" in line:
+            if f'"host": "{canary}"' in line and when in line:
                 break
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
