@@ -124,6 +124,8 @@ def lab_zone(nodes: Sequence[tuple[str, str]]) -> str:
         "hop IN CNAME chain.delegated.test.",
         "; and for pdnsdel.lab.test in PowerDNS's zone (across servers and methods)",
         f"_acme-challenge.pdnsdel IN CNAME pdnsdel.{PDNS_ZONE}.",
+        "; CAA allowing another CA only, for names under it (doctor climbs the tree to it)",
+        'caa-forbidden IN CAA 0 issue "other-ca.example"',
     ]
     return "\n".join(lines) + "\n"
 

@@ -204,3 +204,31 @@ def chain_of(names: list[str], *, days_left: float = 60.0) -> Chain:
     der = leaf.public_bytes(serialization.Encoding.DER)
     return Chain(pki.cert_pem(root), pki.cert_pem(intermediate), pki.cert_pem(leaf),
                  pki.key_pem(key), pki.cert_pem(foreign), hashlib.sha256(der).hexdigest())
+
+
+@contextlib.contextmanager
+def served_from_elsewhere(lab: Lab, node: str | Node) -> Iterator[Path]:
+    """The node's certfan site points at copies of its certificate outside
+    ``live/`` (what serves stays the same certificate); put back afterwards."""
+    n = lab.node(node)
+    live = n.root / "live" / "media"
+    folder = site_dir(n)
+    folder.mkdir(mode=0o755, exist_ok=True)
+    copies = {}
+    for stem in ("fullchain", "privkey"):
+        copy = folder / f"elsewhere-{stem}.pem"
+        pki.write_private(copy, (live / f"{stem}.pem").read_bytes())
+        os.chown(copy, lab.uid, lab.gid)
+        copies[stem] = copy
+    original = n.site_conf.read_text()
+    changed = original.replace(f"{live}/fullchain.pem", str(copies["fullchain"]))
+    changed = changed.replace(f"{live}/privkey.pem", str(copies["privkey"]))
+    n.site_conf.write_text(changed)
+    try:
+        reload_nginx(lab, n)
+        yield copies["fullchain"]
+    finally:
+        n.site_conf.write_text(original)
+        reload_nginx(lab, n)
+        for copy in copies.values():
+            copy.unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from certfan.config.preflight import Problem
 
 if TYPE_CHECKING:
     from certfan.commands.audit import Report as AuditReport
+    from certfan.commands.doctor import Report as DoctorReport
 
 # the monitoring states (commands/status.py), here without importing it for --help
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -45,6 +46,47 @@ def check_failed(args: argparse.Namespace, cfg: Config, problems: list[Problem])
                          for p in problems],
         }, error=f"{len(problems)} problem(s) found"))
     return EXIT_USAGE
+
+
+# ---------------------------------------------------------------- doctor
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from certfan.commands import doctor
+
+    cfg = load_config(args)
+    check_names(cfg, hosts=args.hosts or (), certs=args.certs or ())
+    report = doctor.doctor(cfg, hosts=args.hosts or (), certs=args.certs or ())
+    return output.finish(args, report.state, doctor_lines(report), doctor_doc(report),
+                         ok=report.state == OK)
+
+
+def doctor_lines(report: DoctorReport) -> list[str]:
+    """One table per host, per certificate and for the CA: check, result, reason, fix."""
+    head = f"DOCTOR {STATE_NAMES[report.state]} - " + ", ".join(
+        f"{sum(1 for f in report.findings if f.state == s)} {STATE_NAMES[s]}"
+        for s in (CRITICAL, UNKNOWN, WARNING, OK))
+    lines = [head]
+    for title, findings in (("host", report.hosts), ("certificate", report.certs),
+                            ("CA", report.ca)):
+        subjects = list(dict.fromkeys(f.subject for f in findings))
+        for subject in subjects:
+            lines.append("")
+            lines.append(f"{title} {subject}" if title != "CA" else "CA")
+            for f in (f for f in findings if f.subject == subject):
+                lines.append(f"  {f.check:<28}{STATE_NAMES[f.state]:<9}{f.reason}")
+                if f.fix and f.state != OK:
+                    lines.append(f"  {'':<28}{'fix:':<9}{f.fix}")
+    return lines
+
+
+def doctor_doc(report: DoctorReport) -> dict[str, Any]:
+    def rows(findings: Any) -> list[dict[str, Any]]:
+        return [{"subject": f.subject, "check": f.check, "state": STATE_NAMES[f.state],
+                 "reason": f.reason, "fix": f.fix} for f in findings]
+
+    return {"state": STATE_NAMES[report.state], "hosts": rows(report.hosts),
+            "certificates": rows(report.certs), "ca": rows(report.ca)}
 
 
 # ---------------------------------------------------------------- audit
@@ -75,15 +117,15 @@ def audit_lines(report: AuditReport) -> list[str]:
     head = (f"AUDIT {STATE_NAMES[report.state]} - {len(sites)} certificate(s) on "
             f"{len(report.hosts)} host(s): " + ", ".join(
                 f"{count[s]} {STATE_NAMES[s]}" for s in (CRITICAL, UNKNOWN, WARNING, OK)))
-    lines = [head, f"{'STATE':<9}{'HOST':<18}{'DAYS':>7}  {'MANAGED':<10}{'NAMES':<34}FILE"]
+    lines = [head, f"{'STATE':<9}{'HOST':<18}{'DAYS':>7}  {'MANAGED':<10}FILE"]
     for s in sites:
-        names = ",".join(s.names) or "-"
         lines.append(f"{STATE_NAMES[s.state]:<9}{s.host:<18}{_days(s.days_left(now)):>7}  "
-                     f"{s.managed or '-':<10}{names:<34}{s.cert.path}")
+                     f"{s.managed or '-':<10}{s.cert.path}")
+        lines.append(f"{'':9}server_name {' '.join(s.names) or '-'} ({s.file})")
         facts = s.cert.facts
         if facts is not None:
-            lines.append(f"{'':9}issuer {facts.issuer}; sha256 {facts.sha256[:16]}...; "
-                         f"SANs {', '.join(facts.names) or '-'}")
+            lines.append(f"{'':9}SANs {', '.join(facts.names) or '-'}; issuer {facts.issuer}; "
+                         f"sha256 {facts.sha256[:16]}...")
         lines += [f"{'':9}{note}" for note in s.notes]
     for h in report.hosts:
         if h.error:
@@ -121,6 +163,22 @@ def _window(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
+    p = command(sub, "doctor", cmd_doctor,
+                help="prove the whole path online before a rollout needs it (changes nothing "
+                "that serves)",
+                description="Per host: SSH with the strict host key, login, the remote root "
+                "writable (a temporary file made and removed), the config test, the reload "
+                "command present and allowed (not run), and nginx -T pointing each "
+                "certificate's names at <root>/live/<cert>/. Per certificate: the "
+                "_acme-challenge zone (CNAMEs followed), a test TXT value added and removed "
+                "through the DNS method and seen on every authoritative server, CAA allowing "
+                "the CA. The CA: directory, account, terms. Exit 0 OK, 1 WARNING, "
+                "2 CRITICAL, 3 UNKNOWN.")
+    p.add_argument("--host", dest="hosts", action="append", metavar="H",
+                   help="only this host (repeatable)")
+    p.add_argument("--cert", dest="certs", action="append", metavar="NAME",
+                   help="only this certificate (repeatable)")
+
     p = command(sub, "audit", cmd_audit,
                 help="list every certificate the fleet's nginx uses, managed or not (reads only)",
                 description="On each host read nginx's full configuration (nginx -T, run like "

@@ -255,16 +255,22 @@ def _judge(site: Site, now: datetime, warn_days: float, crit_days: float) -> Sit
             notes.append((CRITICAL, f"the certificate file expires in {days:.1f} days"))
         elif days <= warn_days:
             notes.append((WARNING, f"the certificate file expires in {days:.1f} days"))
+    if site.cert.facts is not None:
+        probed = [n for n in site.names if sni_of(n) is not None]
+        missing = crypto.uncovered_names(site.cert.facts.names, probed)
+        if missing:
+            notes.append((WARNING, f"the certificate does not cover {', '.join(missing)}"))
     for s in site.served:
         if s.error:
             notes.append((UNKNOWN, f"{s.name}: handshake failed: {s.error}"))
             continue
+        if site.cert.facts is not None and s.sha256 == site.cert.facts.sha256:
+            continue  # serves the file: its expiry is the file's, judged above
         left = (s.not_after - now).total_seconds() / DAY if s.not_after else None
+        notes.append((WARNING, f"{s.name}: serves another certificate than {site.cert.path}"))
         if left is not None and left <= warn_days:
             notes.append((CRITICAL if left <= crit_days else WARNING,
                           f"{s.name}: served certificate expires in {left:.1f} days"))
-        if site.cert.facts is not None and s.sha256 != site.cert.facts.sha256:
-            notes.append((WARNING, f"{s.name}: serves another certificate than {site.cert.path}"))
     if site.managed and site.cert.facts and site.current_sha256 not in (None,
                                                                         site.cert.facts.sha256):
         notes.append((WARNING, f"managed ({site.managed}) but not the current version"))

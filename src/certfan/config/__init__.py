@@ -203,6 +203,7 @@ _ACME: dict[str, check.Conv[Any]] = {
     "agree_tos": check.boolean,
     "account_key_type": check.choice(KEY_TYPES),
     "profile": check.profile,
+    "caa_identities": check.array(check.dns_name),
     "ca_bundle": check.local_path,
     "eab": _eab,
 }

@@ -13,6 +13,7 @@ The file format (see ``conf/example.toml`` for a commented example)::
     agree_tos = false
     account_key_type = "ec-p256"
     profile = "tlsserver"                            # optional
+    caa_identities = ["letsencrypt.org"]             # optional (doctor's CAA check)
     ca_bundle = "/etc/certfan/ca.pem"                # optional
     eab = { kid = "...", hmac_key_file = "..." }     # optional
 
@@ -107,6 +108,8 @@ class AcmeConfig:
     agree_tos: bool = False
     account_key_type: str = "ec-p256"
     profile: str | None = None
+    # the CA's CAA domains, for doctor, when its directory has no meta.caaIdentities
+    caa_identities: tuple[str, ...] = ()
     ca_bundle: Path | None = None
     eab: ExternalAccountBinding | None = None
 
