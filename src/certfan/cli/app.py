@@ -103,8 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-shell.set_builder(build_parser)
-
 
 def _command_of(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str:
     """The command word in ``argv``, for the JSON document of a run that could not parse it."""

@@ -10,20 +10,11 @@ Generated, never written by hand, so they cannot drift from the options.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
 from certfan import __version__
 from certfan.cli import output
 from certfan.cli.options import EXIT_OK, command
-
-# The whole parser, for the generators; app.build_parser registers itself here.
-Builder = Callable[[], argparse.ArgumentParser]
-_builder: list[Builder] = []
-
-
-def set_builder(build: Builder) -> None:
-    _builder[:] = [build]
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -184,7 +175,9 @@ def cmd_completion(args: argparse.Namespace) -> int:
     Print a bash or zsh completion script generated from this parser; see docs/cli.md for
     where to install it.
     """
-    parser = _builder[0]()
+    from certfan.cli.app import build_parser  # the whole tree; app imports this module
+
+    parser = build_parser()
     script = bash(parser) if args.shell == "bash" else zsh(parser)
     return output.finish(args, EXIT_OK, script.splitlines(), {"shell": args.shell,
                                                                "script": script})
@@ -196,7 +189,9 @@ def cmd_manpage(args: argparse.Namespace) -> int:
     Print certfan(1) in roff, generated from this parser: certfan manpage >
     /usr/local/share/man/man1/certfan.1
     """
-    page = manpage(_builder[0]())
+    from certfan.cli.app import build_parser
+
+    page = manpage(build_parser())
     return output.finish(args, EXIT_OK, page.splitlines(), {"manpage": page})
 
 
