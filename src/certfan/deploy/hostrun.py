@@ -84,6 +84,8 @@ def _version_of(target: str | None) -> str | None:
 class HostRun:
     """Take one host to one release, or leave it as it was; never raises."""
 
+    settle = True  # wait on the host for the old workers (bench/proof_rounds.py turns it off)
+
     def __init__(
         self,
         host: Host,
@@ -327,7 +329,7 @@ class HostRun:
             first = "flip"
         self.step = prefix + first
         argv = plan.deploy_argv(self.host, self.release, self.files, phases, back=back,
-                                settle_for=self.policy.verify_timeout)
+                                settle_for=self.policy.verify_timeout if self.settle else 0)
         self._emit_step(self.step, "start", phases)
         self.log.info("%s: %s: %s", self.host.name, self.step, phases,
                       extra={"step": self.step})

@@ -147,7 +147,7 @@ def deploy_argv(
 ) -> tuple[str, ...]:
     """argv of one DEPLOY exec: phases of scripts.DEPLOY with the host's own commands."""
     args = [host.root, release.cert, release.version, str(host.probe_port), phases, back]
-    args.append(str(max(1, math.ceil(settle_for))))
+    args.append(str(math.ceil(settle_for)))  # 0: do not settle
     args.append(str(len(files)))
     for spec in files:
         args += [spec.name, str(spec.size), spec.sha256]

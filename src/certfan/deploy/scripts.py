@@ -171,7 +171,7 @@ workers() {  # the listener holders whose parent holds it too: not the master
   done
 }
 settle() {
-  if [ -z "$old" ]; then say settle=unknown; return 0; fi
+  if [ -z "$old" ] || [ "$settle_for" = 0 ]; then say settle=unknown; return 0; fi
   end=$(( $(date +%s) + settle_for ))
   while :; do
     now=" $(echo $(listeners)) "
