@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from certfan.config import Host, RolloutPolicy
 from certfan.deploy import plan
-from certfan.deploy.fanout import fan_out
 from certfan.deploy.model import (
     DEPLOYED,
     FAILED,
@@ -36,6 +35,7 @@ from certfan.deploy.model import (
     Connect,
     Event,
     Failure,
+    HostLog,
     HostOutcome,
     HostPlan,
     OutcomeKind,
@@ -46,8 +46,8 @@ from certfan.deploy.model import (
     Undo,
 )
 from certfan.deploy.plan import FileSpec, PlanError, RemoteReport
-from certfan.deploy.probe import sha256_hex
-from certfan.errors import ProbeError, SshError
+from certfan.deploy.prove import Prover
+from certfan.errors import SshError
 
 if TYPE_CHECKING:
     from certfan.state.store import Release
@@ -62,19 +62,7 @@ __all__ = [
 T = TypeVar("T")
 Result_ = tuple[HostOutcome, Undo | None]
 
-# Without a settled host (no `ss`, or another server than nginx) old workers may
-# still answer right after a reload: then the new leaf must be seen twice in a row.
-UNSETTLED_ROUNDS = 2
-PROVE_SPACING = 0.05
 _STEPS = ("upload", "convert", "flip", "test", "reload", "settle")
-
-
-class HostLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Log records carrying ``host``, ``cert`` and ``step`` as fields (JSON logs show them)."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
-        return msg, kwargs
 
 
 def _version_of(target: str | None) -> str | None:
@@ -108,6 +96,8 @@ class HostRun:
         self._emit = emit
         self.step = "connect"
         self.log = HostLog(log, {"host": host.name, "cert": release.cert})
+        self.prover = Prover(host, plan.probe_snis(release.names), policy, prober,
+                             self._emit_step, self.log)
         self._session: Session | None = None
         self._spent = 0.0  # seconds on this host so far (not waiting for a canary)
         self._t0: float | None = None  # when the current phase began
@@ -370,57 +360,14 @@ class HostRun:
 
     def _prove(self, expect: str, *, settled: bool, prefix: str = "",
                version: str | None = None) -> None:
-        """Every SNI at once presents ``expect`` (twice in a row when not settled), in time."""
-        name = prefix + "prove"
-        self.step = name
-        self._emit_step(name, "start", f"sha256 {expect[:16]}...")
-        deadline = time.monotonic() + self.policy.verify_timeout
-        needed = 1 if settled else UNSETTLED_ROUNDS
-        streak, pause, rounds, last_bad = 0, PROVE_SPACING, 0, ""
-        while True:
-            rounds += 1
-            bad = self._probe_round(self._snis(), deadline, expect, version)
-            if bad is None:
-                streak += 1
-                if streak >= needed:
-                    break
-            else:
-                streak, last_bad = 0, bad
-                pause = min(pause * 2, 1.0)
-            if time.monotonic() + pause > deadline:
-                message = f"{last_bad or 'not stable'} (for {self.policy.verify_timeout:g}s)"
-                self._emit_step(name, "failed", message)
-                raise StepFailed(name, message)
-            time.sleep(pause if bad else PROVE_SPACING)  # bounded by the deadline above
-        self.log.debug("%s: proven in %d round(s), settled %s", self.host.name, rounds,
-                       settled, extra={"step": name})
-        self._emit_step(name, "ok")
+        self.step = prefix + "prove"
+        self.prover.prove(expect, settled=settled, step=self.step, version=version,
+                          names={self.release.sha256: self.release.version})
 
     def _probe_round(self, snis: Sequence[str], deadline: float,
-                     expect: str | None = None, version: str | None = None) -> str | None:
-        """None when every SNI, asked at once, shows ``expect`` (``version``); else what
-        was seen, naming versions where they are known, not only hashes."""
-        expect = expect or self.release.sha256
-        names = {expect: version, self.release.sha256: self.release.version}
-
-        def label(sha: str) -> str:
-            known = names.get(sha)
-            return f"{known} (sha256 {sha[:16]}...)" if known else f"sha256 {sha[:16]}..."
-        timeout = max(0.1, min(deadline - time.monotonic(), self.policy.connect_timeout))
-
-        def ask(sni: str) -> str:
-            return sha256_hex(self.prober(self.host.probe, sni, timeout))
-
-        done = fan_out(snis, ask, concurrency=len(snis), deadline=timeout + 1)
-        for sni, seen in zip(snis, done, strict=True):
-            if isinstance(seen.error, ProbeError):
-                return str(seen.error)
-            if not seen.ok:
-                return f"{self.host.probe} (SNI {sni}): {seen.why(timeout + 1)}"
-            if seen.value != expect:
-                return (f"{self.host.probe} (SNI {sni}) serves {label(seen.value or '')}, "
-                        f"expected {label(expect)}")
-        return None
+                     expect: str | None = None) -> str | None:
+        return self.prover.round(deadline, expect or self.release.sha256,
+                                 {self.release.sha256: self.release.version})
 
     # -------------------------------------------------------- outcomes
 

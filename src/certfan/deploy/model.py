@@ -7,10 +7,11 @@ commands import these types without pulling in paramiko or the TLS probe.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from certfan.config import Endpoint, Host
 
@@ -148,3 +149,11 @@ class StepFailed(Exception):
         self.output = output
         self.connection = connection  # the SSH connection itself failed
         super().__init__(f"{step}: {message}")
+
+
+class HostLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Log records carrying ``host``, ``cert`` and ``step`` as fields (JSON logs show them)."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
