@@ -346,7 +346,9 @@ class _Fleet:
 
     def _record(self, outcome: HostOutcome) -> None:
         error = f"{outcome.failed_step}: {outcome.error}" if outcome.failed_step else None
-        if outcome.result in (SKIPPED, INTERRUPTED) or outcome.failure is Failure.UNREACHABLE:
+        if outcome.result is SKIPPED:
+            return  # untouched; its last error (what retried_first looks at) stays its own
+        if outcome.result is INTERRUPTED or outcome.failure is Failure.UNREACHABLE:
             # What the host had is still what it has: keep the record, note the error.
             self._save(lambda s: s.record(outcome.cert, outcome.host,
                                           error=error or outcome.error))
