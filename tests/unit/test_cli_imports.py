@@ -56,3 +56,17 @@ def test_the_check_is_real_renew_does_load_them(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     _, loaded = _loaded("-c", str(config), "renew")
     assert {"acme", "josepy", "dns", "certfan.issue.acme"} <= loaded
+
+
+def test_building_the_parser_loads_no_command_code() -> None:
+    """`certfan --help` and completion stay light: the handlers import what they use."""
+    code = ("import json, sys; from certfan.cli import app; app.build_parser(); "
+            "print(json.dumps(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True, env={"PYTHONPATH": str(SRC),
+                                                       "PATH": "/usr/bin:/bin"})
+    loaded = set(json.loads(done.stdout))
+    heavy = sorted(m for m in loaded if m.split(".")[0] in ("cryptography", "paramiko", *FORBIDDEN)
+                   or m.startswith(("certfan.deploy", "certfan.commands", "certfan.issue",
+                                    "certfan.state")))
+    assert not heavy, heavy

@@ -8,15 +8,14 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from certfan.commands import status as status_mod
-from certfan.deploy.fleet import Report
-from certfan.deploy.hostrun import HostPlan
-
-if TYPE_CHECKING:  # annotations only: the status path must not load CA or DNS code
+if TYPE_CHECKING:  # annotations only: building the parser and --help stay light
+    from certfan.commands import status as status_mod
     from certfan.commands.importing import Imported
     from certfan.commands.prune import PruneReport
     from certfan.commands.renew import RenewReport
     from certfan.config import Config
+    from certfan.deploy.fleet import Report
+    from certfan.deploy.hostrun import HostPlan
     from certfan.state.store import Release
 
 
@@ -102,6 +101,8 @@ def prune_doc(report: PruneReport) -> dict[str, Any]:
 
 
 def status_doc(report: status_mod.Report) -> dict[str, Any]:
+    from certfan.commands import status as status_mod
+
     return {
         "state": status_mod.STATE_NAMES[report.state],
         "generated_at": report.now.isoformat(),

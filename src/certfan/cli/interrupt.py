@@ -15,8 +15,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from certfan.commands.tools import Stop
+if TYPE_CHECKING:
+    from certfan.commands.tools import Stop
 
 log = logging.getLogger(__name__)
 

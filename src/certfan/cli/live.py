@@ -9,10 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from certfan.cli import render
-from certfan.deploy.hostrun import Event
+
+if TYPE_CHECKING:
+    from certfan.deploy.hostrun import Event
 
 
 class LiveLines(logging.Handler):

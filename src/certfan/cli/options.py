@@ -14,10 +14,12 @@ import argparse
 import difflib
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from certfan import config as config_mod
 from certfan.errors import CertfanError
+
+if TYPE_CHECKING:
+    from certfan import config as config_mod
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -153,6 +155,8 @@ def positive_int(text: str) -> int:
 
 
 def load_config(args: argparse.Namespace) -> config_mod.Config:
+    from certfan import config as config_mod
+
     return config_mod.load(config_mod.find_config(args.config))
 
 

@@ -11,16 +11,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from certfan.commands import status as status_mod
-from certfan.deploy.fleet import Report
-from certfan.deploy.hostrun import FAILED, ROLLED_BACK, Event, HostOutcome, HostPlan
-
-if TYPE_CHECKING:  # annotations only: the status path must not load CA or DNS code
+if TYPE_CHECKING:  # annotations only: building the parser and --help stay light
+    from certfan.commands import status as status_mod
     from certfan.commands.importing import Imported
     from certfan.commands.prune import PruneReport
     from certfan.commands.reissue import ReissueReport
     from certfan.commands.renew import RenewReport
     from certfan.commands.rollback import RollbackReport
+    from certfan.deploy.fleet import Report
+    from certfan.deploy.hostrun import Event, HostOutcome, HostPlan
     from certfan.issue.order import Status
     from certfan.state.store import Release
 
@@ -59,6 +58,8 @@ def _serves(o: HostOutcome) -> str:
 def rollout_lines(report: Report, *, spaced: bool = True) -> list[str]:
     """A table of hosts (target version, what each serves now, result), then each
     failure with its output tail, then the count served."""
+    from certfan.deploy.model import FAILED, ROLLED_BACK
+
     rows = [("HOST", "CERT", "VERSION", "SERVES", "RESULT", "FAILED STEP", "SECONDS")]
     for o in report.outcomes:
         rows.append((o.host, o.cert, o.version, _serves(o), str(o.result), o.failed_step or "-",
@@ -224,6 +225,8 @@ def prune_lines(report: PruneReport) -> list[str]:
 
 def status_headline(report: status_mod.Report) -> str:
     """The monitoring plugin's summary: state and counts, short enough not to wrap."""
+    from certfan.commands import status as status_mod
+
     state = status_mod.STATE_NAMES[report.state]
     counts = ", ".join(f"{report.count(s)} {status_mod.STATE_NAMES[s].lower()}"
                        for s in (status_mod.CRITICAL, status_mod.WARNING, status_mod.UNKNOWN,
@@ -246,6 +249,8 @@ def status_summary(report: status_mod.Report) -> str:
 def status_text(report: status_mod.Report) -> list[str]:
     """The headline, the table, each reason; the perfdata last, after ``|`` (the
     plugin API takes perfdata from the long output), so a human reads the state first."""
+    from certfan.commands import status as status_mod
+
     rows = [("HOST", "CERT", "CURRENT", "ON DISK", "SERVES", "DAYS LEFT", "STATE")]
     for c in report.checks:
         served = sorted({s.version or (f"other ({s.sha256[:12]})" if s.sha256 else "?")

@@ -31,10 +31,10 @@ from certfan.cli.options import (
     load_config,
     non_negative,
 )
-from certfan.commands.tools import Stop, Tools
 from certfan.errors import CertfanError
 
 if TYPE_CHECKING:
+    from certfan.commands.tools import Tools
     from certfan.config import Config
     from certfan.deploy.fleet import Report
     from certfan.deploy.model import HostOutcome
@@ -80,6 +80,7 @@ def _run(args: argparse.Namespace, cfg: Config, name: str,
     ``work`` returns (code, rollout report, text after the table, JSON body).
     ``finish`` names the commands that complete the job after an interruption.
     """
+    from certfan.commands.tools import Stop, Tools
     from certfan.state import lock
 
     stop = Stop()
@@ -90,6 +91,8 @@ def _run(args: argparse.Namespace, cfg: Config, name: str,
     if report is not None:
         report = last_known_serving(cfg, report)
         body = {**body, **_rollout_body(report)}
+        if body.get("rollout") is not None:  # renew nests it too
+            body["rollout"] = docs.rollout_doc(report)
     spaced = sys.stdout.isatty()
     if stop.is_set():
         todo = finish(report)
