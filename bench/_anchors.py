@@ -168,6 +168,30 @@ def served_sha(node: Node, sni: str, timeout: float = 3.0) -> str | None:
     return hashlib.sha256(der).hexdigest() if der else None
 
 
+def banner_seconds(node: Node, timeout: float = 5.0) -> float | None:
+    """Seconds from connect to the node's SSH banner, as any client sees it (through
+    the delay proxy when the node has one: the banner costs one round trip, the SYN's
+    delayed dial and the banner's delayed way back). None if it does not come."""
+    t0 = time.monotonic()
+    try:
+        with socket.create_connection((node.address, 22), timeout=timeout) as sock:
+            data = b""
+            while b"\n" not in data:
+                chunk = sock.recv(256)
+                if not chunk:
+                    return None
+                data += chunk
+    except OSError:
+        return None
+    return time.monotonic() - t0
+
+
+def banner_all(nodes: Sequence[Node]) -> list[float | None]:
+    """banner_seconds of every node at once: does the latency hold with all of them busy?"""
+    with ThreadPoolExecutor(max_workers=min(64, len(nodes))) as pool:
+        return list(pool.map(banner_seconds, nodes))
+
+
 def check_served(run: Run, nodes: Sequence[Node], snis: Sequence[str], sha: str) -> None:
     """Handshake with every node for every name until all serve `sha` (deadline
     CHECK_DEADLINE); sets run.served, run.stale_first and a note naming the laggards."""
@@ -258,8 +282,9 @@ def inventory(cfg: Config, nodes: Sequence[Node]) -> list[dict[str, Any]]:
     return out
 
 
-def runbook(mode: str, hosts: list[dict[str, Any]], leaf_dir: Path) -> Run:
-    doc = {"cert": CERT, "version": leaf_dir.name, "local_dir": str(leaf_dir), "nodes": hosts}
+def runbook(mode: str, hosts: list[dict[str, Any]], leaf_dir: Path, kex: str = "") -> Run:
+    doc = {"cert": CERT, "version": leaf_dir.name, "local_dir": str(leaf_dir), "nodes": hosts,
+           "kex": kex}
     path = leaf_dir.parent / f"{leaf_dir.name}.inventory.json"
     path.write_text(json.dumps(doc))
     run = timed([sys.executable, "-I", str(RUNBOOK), mode, str(path)])
@@ -278,8 +303,8 @@ class Ansible:
     """ansible-playbook from this venv against the lab only: forks = node count,
     pipelining on, strict host keys against the lab's known_hosts."""
 
-    def __init__(self, lab: Lab, work: Path) -> None:
-        self.lab, self.work = lab, work
+    def __init__(self, lab: Lab, work: Path, kex: str = "") -> None:
+        self.lab, self.work, self.kex = lab, work, kex
         self.exe = Path(sys.executable).with_name("ansible-playbook")
         (work / "ansible-home").mkdir(mode=0o700, exist_ok=True)
 
@@ -288,6 +313,7 @@ class Ansible:
 
     def _config(self, forks: int) -> Path:
         path = self.work / f"ansible-{forks}.cfg"
+        kex = f"-o KexAlgorithms={self.kex} " if self.kex else ""
         path.write_text(f"""[defaults]
 forks = {forks}
 host_key_checking = True
@@ -298,7 +324,7 @@ local_tmp = {self.work}/ansible-home/tmp
 nocows = 1
 [ssh_connection]
 pipelining = True
-ssh_args = -F /dev/null -o ControlMaster=auto -o ControlPersist=60s -o BatchMode=yes \
+ssh_args = -F /dev/null {kex}-o ControlMaster=auto -o ControlPersist=60s -o BatchMode=yes \
 -o IdentitiesOnly=yes -o GlobalKnownHostsFile=/dev/null \
 -o UserKnownHostsFile={self.lab.known_hosts}
 """)

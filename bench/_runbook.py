@@ -12,7 +12,8 @@ every node at once, ``sequential`` does one node after another.
 
 INVENTORY.json: ``{"cert": ..., "version": ..., "local_dir": ...,
 "nodes": [{"name", "address", "port", "user", "identity_file", "known_hosts",
-"root", "config_test": [...], "reload": [...]}]}``. Strict host keys, the
+"root", "config_test": [...], "reload": [...]}], "kex": ...}`` (kex optional: an
+OpenSSH ``KexAlgorithms`` value). Strict host keys, the
 lab's identity only, ``-F /dev/null`` (no user or system ssh config). Prints
 one JSON document (seconds and result per node); exit 0 when every node
 succeeded. Stdlib only.
@@ -32,11 +33,14 @@ from typing import Any
 
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+SAFE_KEX = re.compile(r"^[A-Za-z0-9@.,_-]+$")
 COMMAND_TIMEOUT = 120.0
 
 
-def ssh_options(node: dict[str, Any]) -> list[str]:
+def ssh_options(node: dict[str, Any], kex: str = "") -> list[str]:
+    """OpenSSH options for one node; `kex` pins the key exchange ("" leaves OpenSSH's)."""
     return [
+        *(["-o", f"KexAlgorithms={kex}"] if kex else []),
         "-F", "/dev/null",
         "-o", "BatchMode=yes",
         "-o", "StrictHostKeyChecking=yes",
@@ -67,6 +71,8 @@ def check_inventory(doc: dict[str, Any]) -> str | None:
     for key in ("cert", "version"):
         if not SAFE_NAME.match(str(doc.get(key, ""))):
             return f"inventory: {key} {doc.get(key)!r} is not a plain name"
+    if doc.get("kex") and not SAFE_KEX.match(str(doc["kex"])):
+        return f"inventory: kex {doc['kex']!r} is not a list of algorithm names"
     if not Path(doc.get("local_dir", "")).is_dir():
         return f"inventory: local_dir {doc.get('local_dir')!r} is not a directory"
     for node in doc.get("nodes", []):
@@ -78,8 +84,9 @@ def check_inventory(doc: dict[str, Any]) -> str | None:
     return None
 
 
-def deploy_one(node: dict[str, Any], cert: str, version: str, local_dir: str) -> dict[str, Any]:
-    opts = ssh_options(node)
+def deploy_one(node: dict[str, Any], cert: str, version: str, local_dir: str,
+               kex: str = "") -> dict[str, Any]:
+    opts = ssh_options(node, kex)
     login = f"{node['user']}@{node['address']}"
     steps = [
         ("scp", ["scp", "-q", "-r", *opts, local_dir, f"{login}:{node['root']}/archive/{cert}/"]),
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    nodes, cert, version = doc["nodes"], doc["cert"], doc["version"]
+    nodes, cert, version, kex = doc["nodes"], doc["cert"], doc["version"], doc.get("kex", "")
     local_dir = str(Path(doc["local_dir"]).absolute())
     # scp -r of local_dir creates <root>/archive/<cert>/<basename>: the version's name.
     if Path(local_dir).name != version:
@@ -124,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if mode == "parallel":
         with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-            results = list(pool.map(lambda n: deploy_one(n, cert, version, local_dir), nodes))
+            results = list(pool.map(lambda n: deploy_one(n, cert, version, local_dir, kex),
+                                    nodes))
     else:
-        results = [deploy_one(n, cert, version, local_dir) for n in nodes]
+        results = [deploy_one(n, cert, version, local_dir, kex) for n in nodes]
     print(json.dumps({"mode": mode, "nodes": results}))
     return 0 if all(r["ok"] for r in results) else 1
 
