@@ -64,7 +64,7 @@ def _status(ops: Ops, capsys, *args: str) -> tuple[int, dict]:  # type: ignore[n
 
 
 def test_status_on_the_lab_critical_warning_unknown_and_the_textfile(lab, ops, capsys):  # type: ignore[no-untyped-def]
-    ops.write(connect_timeout=1.0)  # the cut node costs one connect and one probe timeout
+    ops.write(connect_timeout=1.0)  # the cut node costs one connect timeout (all at once)
     prom = ops.dir / "textfile" / "certfan.prom"
     prom.parent.mkdir()
     seed = lab.pki.seed
