@@ -63,8 +63,8 @@ def _assert_only(lab, expected: dict[str, set[str]]) -> None:
     assert {name: txt(lab, name) for name in CHALLENGE_NAMES} == expected
 
 
-def _due(cfg: Config, store: Store, **kw: object) -> list[due.Status]:
-    return [s for s in due.renewal_status(cfg, store, **kw) if s.decision.due]  # type: ignore[arg-type]
+def _due(cfg: Config, store: Store, acme: AcmeClient | None = None) -> list[due.Status]:
+    return [s for s in due.renewal_status(cfg, store, acme=acme) if s.decision.due]
 
 
 def _mode(path: Path) -> int:
