@@ -8,6 +8,7 @@ site-packages lack dns-lexicon (a farm of links to everything else).
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -130,3 +131,21 @@ def test_missing_extra_names_the_key_and_the_install_command(tmp_path: Path) -> 
     assert (done.returncode, done.stderr.strip(), done.stdout) == (
         2, "certfan: error: c.toml:6: dns.method: \"lexicon\" needs the lexicon extra: "
            "pip install 'certfan[lexicon]'", "")
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_installed("boto3"), reason="boto3 is installed here")
+def test_a_provider_whose_own_extra_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CERTFAN_TEST_CF_TOKEN", "token-value")
+    code, out = _check(tmp_path, LEXICON.replace('"cloudflare"', '"route53"'), monkeypatch, capsys)
+    assert (code, out) == (2, "certfan: error: c.toml:7: dns.provider: lexicon provider 'route53' "
+                              "needs boto3: pip install 'dns-lexicon[route53]'")

@@ -8,6 +8,7 @@ here (a file, environment variables), never given: a value is never shown.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import re
@@ -78,6 +79,10 @@ def check_lexicon(ctx: check.Ctx, values: dict[str, Any], data: dict[str, Any]) 
     if provider not in known:
         raise ctx.error(("dns", "provider"), f"unknown lexicon provider {check.show(provider)}"
                         f"{check.suggest(provider, known)}")
+    missing = _missing_provider_packages(provider)
+    if missing:
+        raise ctx.error(("dns", "provider"), f"lexicon provider {provider!r} needs "
+                        f"{', '.join(missing)}: pip install 'dns-lexicon[{provider}]'")
     if "credentials_file" not in data and "credentials_env" not in data:
         raise ctx.error(("dns", "credentials_env"), 'credentials missing (method = "lexicon"): '
                         "set dns.credentials_env and/or dns.credentials_file")
@@ -88,3 +93,22 @@ def check_lexicon(ctx: check.Ctx, values: dict[str, Any], data: dict[str, Any]) 
     path = values.get("credentials_file")
     if path is not None and not os.access(path, os.R_OK):
         raise ctx.error(("dns", "credentials_file"), f"cannot read {path}")
+
+
+def _missing_provider_packages(provider: str) -> list[str]:
+    """Distributions dns-lexicon's ``[provider]`` extra asks for that are not installed."""
+    try:
+        requires = importlib.metadata.distribution("dns-lexicon").requires or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    wanted = re.compile(rf"""^([A-Za-z0-9_.-]+).*;\s*extra\s*==\s*["']{re.escape(provider)}["']""")
+    missing = []
+    for requirement in requires:
+        match = wanted.match(requirement)
+        if match is None:
+            continue
+        try:
+            importlib.metadata.distribution(match.group(1))
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(match.group(1))
+    return missing
