@@ -64,6 +64,8 @@ def run(keep: bool = False, lab_args: dict[str, Any] | None = None) -> int:
         seed = lab.nodes[0].root / "live" / CERT
         steps: tuple[tuple[tuple[str, ...], int], ...] = (
             (("check",), 0),
+            (("audit",), 2),  # CRITICAL: what the nodes serve expires in three days
+            (("doctor",), 0),  # SSH, root, config test, reload, nginx paths, DNS, CAA, CA
             (("import", CERT, "--key", str(seed / "privkey.pem"),
               "--fullchain", str(seed / "fullchain.pem"),
               "--trust", str(lab.dir / "pki" / "old-ca.pem")), 0),  # certbot's CA: the root
