@@ -162,32 +162,34 @@ def _window(p: argparse.ArgumentParser) -> None:
     add_window(p, "a certificate")
 
 
-def register(sub: Any) -> None:
-    p = command(sub, "doctor", cmd_doctor,
-                help="prove the whole path online before a rollout needs it (changes nothing "
-                "that serves)",
-                description="Per host: SSH with the strict host key, login, the remote root "
-                "writable (a temporary file made and removed), the config test, the reload "
-                "command present and allowed (not run), and nginx -T pointing each "
-                "certificate's names at <root>/live/<cert>/. Per certificate: the "
-                "_acme-challenge zone (CNAMEs followed), a test TXT value added and removed "
-                "through the DNS method and seen on every authoritative server, CAA allowing "
-                "the CA. The CA: directory, account, terms. Exit 0 OK, 1 WARNING, "
-                "2 CRITICAL, 3 UNKNOWN.")
-    p.add_argument("--host", dest="hosts", action="append", metavar="H",
-                   help="only this host (repeatable)")
-    p.add_argument("--cert", dest="certs", action="append", metavar="NAME",
-                   help="only this certificate (repeatable)")
+_DOCTOR = ("Per host: SSH with the strict host key, login, the remote root writable (a "
+           "temporary file made and removed), the config test, the reload command present and "
+           "allowed (not run), and nginx -T pointing each certificate's names at "
+           "<root>/live/<cert>/. Per certificate: the _acme-challenge zone (CNAMEs followed), "
+           "a test TXT value added and removed through the DNS method and seen on every "
+           "authoritative server, CAA allowing the CA. The CA: directory, account, terms. "
+           "Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
+_AUDIT = ("On each host read nginx's full configuration (nginx -T, run like the config test), "
+          "every server block's names and certificate and key files, those certificates, and "
+          "what a TLS handshake for each name really serves. Reports, most urgent first: what "
+          "certfan manages and its state, what it does not manage and its expiry, a name "
+          "served differently on different hosts, names expiring within the window, files "
+          "referenced but missing. Changes nothing. Exit 0 OK, 1 WARNING, 2 CRITICAL, "
+          "3 UNKNOWN.")
 
-    p = command(sub, "audit", cmd_audit,
-                help="list every certificate the fleet's nginx uses, managed or not (reads only)",
-                description="On each host read nginx's full configuration (nginx -T, run like "
-                "the config test), every server block's names and certificate and key files, "
-                "those certificates, and what a TLS handshake for each name really serves. "
-                "Reports, most urgent first: what certfan manages and its state, what it does "
-                "not manage and its expiry, a name served differently on different hosts, "
-                "names expiring within the window, files referenced but missing. Changes "
-                "nothing. Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
-    p.add_argument("--host", dest="hosts", action="append", metavar="H",
-                   help="only this host (repeatable)")
-    _window(p)
+
+def register(sub: Any) -> None:
+    for name, handler, summary, description in (
+        ("doctor", cmd_doctor, "prove the whole path online before a rollout needs it "
+         "(changes nothing that serves)", _DOCTOR),
+        ("audit", cmd_audit, "list every certificate the fleet's nginx uses, managed or not "
+         "(reads only)", _AUDIT),
+    ):
+        p = command(sub, name, handler, help=summary, description=description)
+        p.add_argument("--host", dest="hosts", action="append", metavar="H",
+                       help="only this host (repeatable)")
+        if name == "doctor":
+            p.add_argument("--cert", dest="certs", action="append", metavar="NAME",
+                           help="only this certificate (repeatable)")
+        else:
+            _window(p)
