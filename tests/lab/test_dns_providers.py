@@ -115,10 +115,18 @@ def test_bind_cname_delegates_into_powerdns_through_lexicon(lab, tmp_path: Path)
 
 def _certfan(cfg: Config, *args: str, env: dict[str, str] | None = None,
              ) -> subprocess.Popen[str]:
+    """``certfan --debug ARGS`` with stdout and stderr as one stream."""
     return subprocess.Popen(
         [sys.executable, "-m", "certfan", "-c", str(cfg.path), "--debug", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **(env or {})})
+
+
+def _one_line(cfg: Config) -> tuple[int, str, str]:
+    """``certfan issue pd`` without --debug: (status, stdout, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "certfan", "-c", str(cfg.path), "issue", "pd"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    return done.returncode, done.stdout, done.stderr
 
 
 def test_sigkill_after_publishing_through_lexicon_is_cleaned_by_the_next_run(
@@ -152,6 +160,10 @@ def test_wrong_api_key_one_line_naming_the_key_and_no_credential_at_debug(
     wrong.write_text(f'auth_token = "{token}"\n')
     wrong.chmod(0o600)
     cfg = _config(lab, tmp_path, lexicon_pdns(lab, credentials_file=str(wrong)))
+    assert _one_line(cfg) == (1, "", (
+        f"certfan: error: add TXT at {CHALLENGE}.: lexicon powerdns, zone pdns.test: the "
+        "provider refused the credentials (HTTP 401): check dns.credentials_file / "
+        "dns.credentials_env\n"))
     out, _ = _certfan(cfg, "issue", "pd").communicate(timeout=120)
     assert "the provider refused the credentials (HTTP 401): check dns.credentials_file" in out
     failures = [line for line in out.splitlines() if "refused the credentials" in line]
@@ -174,6 +186,10 @@ def test_wrong_tsig_secret_against_powerdns_names_the_key(lab, tmp_path: Path) -
     bad.write_text("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVoxMjM0NTY=\n")
     bad.chmod(0o600)
     cfg = _config(lab, tmp_path, rfc2136_pdns(lab, tsig_secret_file=str(bad)))
+    assert _one_line(cfg) == (1, "", (
+        f"certfan: error: add TXT at {CHALLENGE}.: zone pdns.test. at 127.0.0.2:{lab.dns_port} "
+        "refused: the server did not accept TSIG key 'certfan-pdns.': wrong secret "
+        "(dns.tsig_secret_file) or a key it does not know (dns.tsig_key_name)\n"))
     run = _certfan(cfg, "issue", "pd")
     out, _ = run.communicate(timeout=120)
     assert run.returncode == 1
