@@ -11,6 +11,7 @@ import ipaddress
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -197,3 +198,11 @@ def test_wrong_tsig_secret_against_powerdns_names_the_key(lab, tmp_path: Path) -
     assert lines and "dns.tsig_secret_file" in lines[-1]
     assert lab.pdns.tsig_secret.read_text().strip() not in out
     assert lab.pdns_txt(CHALLENGE) == set()
+
+
+def test_powerdns_secrets_are_private(lab) -> None:
+    files = (lab.pdns.api_key, lab.pdns.tsig_secret, lab.pdns.credentials,
+             lab.pdns.dir / "pdns.conf", lab.pdns.dir / "pdns.sqlite3")
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == dict.fromkeys(
+        (f.name for f in files), 0o600)
+    assert stat.S_IMODE(lab.pdns.dir.stat().st_mode) == 0o700
