@@ -5,7 +5,9 @@ CNAME chain and found the zone by its SOA through the configured resolvers
 (``dnslookup``); the provider is handed that zone. lexicon's own ``Client``
 is not used: it would find the zone itself, by the system resolver or the
 public suffix list (tldextract, which downloads the list on first use), and
-certfan makes no request but to the configured DNS servers and the provider.
+certfan makes no request but to the configured DNS servers and the provider;
+the few providers that call ``tldextract.extract`` themselves get its bundled
+snapshot of the list (:func:`offline_suffix_list`), never a download.
 
 Credentials come from ``dns.credentials_file`` (TOML, ``auth_token = "..."``,
 mode 0600) and the environment variables ``dns.credentials_env`` names; they
@@ -27,6 +29,7 @@ import threading
 import tomllib
 from collections.abc import Callable
 
+import tldextract  # dns-lexicon's own dependency; configured here, never asked by certfan
 from lexicon.config import ConfigResolver
 from lexicon.interfaces import Provider
 
@@ -37,6 +40,16 @@ log = logging.getLogger(__name__)
 logging.getLogger("lexicon").setLevel(logging.INFO)
 
 PROVIDER_TIMEOUT = 60.0
+
+
+def offline_suffix_list() -> None:
+    """Make ``tldextract.extract`` (which some providers call) use its bundled snapshot.
+
+    By default its first use downloads the public suffix list; with no URLs it
+    never fetches (and with no cache directory it writes nothing).
+    """
+    tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(
+        cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
 
 
 def read_credentials(cfg: DnsConfig) -> dict[str, str]:
@@ -87,6 +100,7 @@ class LexiconDns:
                            f"missing): pip install 'dns-lexicon[{self.name}]' (dns.provider)"
                            ) from None
         self._cls: type[Provider] = module.Provider
+        offline_suffix_list()
         self._zones: dict[str, Provider] = {}
         self._lock = threading.Lock()  # providers keep per-zone state; one call at a time
 
