@@ -211,3 +211,34 @@ def test_caa_verdict(records: tuple[Caa, ...], name: str, identities: tuple[str,
                      allowed: bool | None) -> None:
     owner = "lab.test." if records else None
     assert caa_verdict(CaaAnswer(name, owner, records), identities)[0] is allowed
+
+
+def test_a_chain_that_reaches_a_root_through_a_cross_sign_is_trusted() -> None:
+    """[leaf, intermediate, root cross-signed by an older root]: the store's self-signed
+    root (same name and key) anchors it, and so does the older root."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+
+    from certfan_lab import pki
+
+    root_key, root = pki.new_ca("new root")
+    old_key, old = pki.new_ca("old root")
+    int_key, inter = extra.intermediate_ca(root_key, root, "issuing CA")
+    key, leaf = pki.issue(int_key, inter, [NAME], dt.timedelta(days=90))
+    now = dt.datetime.now(dt.UTC)
+    cross = (x509.CertificateBuilder().subject_name(root.subject).issuer_name(old.subject)
+             .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - dt.timedelta(days=1))
+             .not_valid_after(now + dt.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+             .sign(old_key, hashes.SHA256()))
+    full = pki.cert_pem(leaf) + pki.cert_pem(inter) + pki.cert_pem(cross)
+    for anchor in (root, old):
+        assert crypto.chain_problems(pki.key_pem(key), full, [NAME],
+                                     crypto.load_anchors(pki.cert_pem(anchor))) == []
+    other = pki.new_ca("unrelated")[1]
+    found = crypto.chain_problems(pki.key_pem(key), full, [NAME],
+                                  crypto.load_anchors(pki.cert_pem(other)))
+    assert found == ["the chain does not end at a trusted root (last issuer "
+                     "CN=old root,O=certfan lab)"], found

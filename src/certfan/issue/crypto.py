@@ -220,13 +220,27 @@ class Anchors:
     certs: tuple[x509.Certificate, ...]
 
     def find_issuer(self, cert: x509.Certificate) -> x509.Certificate | None:
-        """The anchor that ``cert`` is, or that signed it."""
-        if cert in self.certs:
-            return cert
+        """The anchor that ``cert`` is (the same name and key: a cross-signed copy of a
+        root counts), or that signed it."""
+        key = _spki(cert)
+        for anchor in self.certs:
+            if anchor == cert or (anchor.subject == cert.subject and _spki(anchor) == key):
+                return anchor
         for anchor in self.certs:
             if anchor.subject == cert.issuer and _issued_by(cert, anchor):
                 return anchor
         return None
+
+    def reached_by(self, chain: Sequence[x509.Certificate]) -> bool:
+        """Whether some certificate of ``chain`` is an anchor or signed by one (what
+        follows it, such as a cross-sign by an older root, does not matter)."""
+        return any(self.find_issuer(cert) is not None for cert in chain)
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def load_anchors(*pems: bytes) -> Anchors:
@@ -301,7 +315,7 @@ def chain_problems(
             )
             return problems
     last = certs[-1]
-    if anchors is not None and anchors.find_issuer(last) is None:
+    if anchors is not None and not anchors.reached_by(certs):
         issuer = last.issuer.rfc4514_string()
         if len(certs) == 1:
             problems.append(
