@@ -144,3 +144,27 @@ def test_the_check_command_prints_each_problem_and_exits_2(tmp_path: Path) -> No
     with redirect_stdout(out), redirect_stderr(io.StringIO()):
         assert cli.main(["-c", str(path), "check", "--syntax-only"]) == 0
     assert out.getvalue().startswith(f"{path}: ok")
+
+
+def test_notify_files_are_checked_too(tmp_path: Path) -> None:
+    path = _healthy(tmp_path)
+    (tmp_path / "hook.url").write_text("https://chat.example/hooks/secret-token\n")
+    (tmp_path / "hook.url").chmod(0o644)
+    (tmp_path / "page").write_text("#!/bin/sh\n")
+    (tmp_path / "page").chmod(0o644)
+    with path.open("a") as f:
+        f.write(f"""
+[[notify]]
+name = "chat"
+webhook_file = "hook.url"
+
+[[notify]]
+name = "pager"
+command = ["{tmp_path / 'page'}", "--team", "edge"]
+""")
+    assert _problems(path) == [
+        f"notify[0].webhook_file: {tmp_path}/hook.url: is readable by group or others "
+        f"(mode 644): chmod 600 {tmp_path}/hook.url",
+        f"notify[1].command: {tmp_path}/page: is not executable: chmod +x {tmp_path}/page",
+    ]
+

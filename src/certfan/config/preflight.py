@@ -15,6 +15,7 @@ import hmac
 import os
 import re
 import stat
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +60,19 @@ def _all(cfg: Config, key_check: KeyCheck | None) -> Iterator[Problem]:
         yield from _secret("dns.tsig_secret_file", dns.tsig_secret_file, _tsig_secret)
     if dns.method == "hook" and dns.hook is not None:
         yield from _executable("dns.hook", dns.hook)
+    if dns.method == "lexicon" and dns.credentials_file is not None:
+        yield from _secret("dns.credentials_file", dns.credentials_file, _toml)
     if not acme.agree_tos and not account_registered(cfg):
         yield Problem("acme.agree_tos", None,
                       "false, and no account is registered with this CA yet: read the CA's "
                       "terms of service, then set agree_tos = true")
     for i, host in enumerate(cfg.hosts.values()):
         yield from _host(f"hosts[{i}]", host, key_check)
+    for i, notifier in enumerate(cfg.notify):
+        if notifier.webhook_file is not None:
+            yield from _secret(f"notify[{i}].webhook_file", notifier.webhook_file, _url)
+        if notifier.command and "/" in notifier.command[0]:
+            yield from _executable(f"notify[{i}].command", Path(notifier.command[0]))
 
 
 def account_registered(cfg: Config) -> bool:
@@ -204,4 +212,19 @@ def _eab_key(text: str) -> str | None:
         decoded = b""
     if not value or not decoded or not re.fullmatch(r"[A-Za-z0-9_-]+=*", value):
         return "is not a base64url EAB HMAC key (one line, as the CA gave it)"
+    return None
+
+
+def _toml(text: str) -> str | None:
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return "is not TOML (option = \"secret\" lines)"
+    return None
+
+
+def _url(text: str) -> str | None:
+    value = text.strip()
+    if "\n" in value or not re.match(r"https?://[^\s]+$", value):
+        return "does not hold one http(s) URL"
     return None
