@@ -32,6 +32,7 @@ from certfan.cli.options import (
     non_negative,
 )
 from certfan.errors import CertfanError
+from certfan.state.revocations import DEFAULT_REASON, REVOCATION_REASONS
 
 if TYPE_CHECKING:
     from certfan.commands.tools import Tools
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded",
-           "cessationOfOperation")  # state/revocations.REVOCATION_REASONS, without its import
 
 
 def push_exit(report: Report) -> int:
@@ -220,7 +219,7 @@ def cmd_reissue(args: argparse.Namespace) -> int:
 
     def work(cfg: Config, tools: Tools) -> tuple[int, Report, list[str], dict[str, Any]]:
         report = reissue(cfg, Store(cfg.state_dir), args.cert, tools, revoke_old=args.revoke_old,
-                         reason=args.reason or "superseded", canary=not args.no_canary)
+                         reason=args.reason or DEFAULT_REASON, canary=not args.no_canary)
         code = push_exit(report.rollout)
         if code == EXIT_OK and not report.ok:
             code = EXIT_FAILED  # every host serves the new key, but the revocation failed
@@ -287,7 +286,7 @@ def register(sub: Any) -> None:
     p.add_argument("cert", metavar="CERT", help="certificate name from the config")
     p.add_argument("--revoke-old", action="store_true",
                    help="revoke the previous certificate once every host serves the new one")
-    p.add_argument("--reason", choices=REASONS,
+    p.add_argument("--reason", choices=tuple(REVOCATION_REASONS),
                    help="revocation reason (default superseded; keyCompromise is signed with "
                    "the old certificate's own key)")
     p.add_argument("--no-canary", action="store_true",

@@ -15,11 +15,14 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from certfan.errors import StoreError
 from certfan.state import fsutil
-from certfan.state.deploy import DeployState
-from certfan.state.store import Release, Store
+
+if TYPE_CHECKING:  # the reasons below are an option's choices: keep this module light
+    from certfan.state.deploy import DeployState
+    from certfan.state.store import Release, Store
 
 # RFC 5280 section 5.3.1 codes that ACME CAs accept from subscribers.
 REVOCATION_REASONS = {
