@@ -21,8 +21,6 @@ from certfan.cli.options import (
 )
 from certfan.errors import CertfanError
 
-UNKNOWN = 3  # commands.status.UNKNOWN, without importing it for a usage error
-
 
 def cmd_status(args: argparse.Namespace) -> int:
     """what each host has on disk and serves; a Nagios/Icinga-style check
@@ -50,11 +48,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.debug:
             traceback.print_exc()
         if args.json:
-            output.print_json(output.document("status", UNKNOWN, {"state": "UNKNOWN"},
+            output.print_json(output.document("status", status.UNKNOWN, {"state": "UNKNOWN"},
                                               error=str(exc)))
         else:
             output.print_lines([f"CERTFAN UNKNOWN: {exc}"])
-        return UNKNOWN
+        return status.UNKNOWN
     return output.finish(args, report.state, render.status_text(report),
                          docs.status_doc(report), ok=report.state == status.OK)
 
