@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from acme import challenges, messages
@@ -33,8 +33,10 @@ from certfan.config import AcmeConfig, Config
 from certfan.errors import AcmeError, CertfanError, RateLimitedError
 from certfan.issue import crypto, polling
 from certfan.issue.acmestate import CaState, choose_profile, read_secret
-from certfan.issue.dns01 import Dns01Publisher as Dns01Publisher
 from certfan.issue.due import AriWindow, retry_after_seconds
+
+if TYPE_CHECKING:  # the DNS step is handed in; its module (and dnspython) is not needed here
+    from certfan.issue.dns01 import Dns01Publisher as Dns01Publisher
 
 log = logging.getLogger(__name__)
 
@@ -330,10 +332,8 @@ def _domain(authz: messages.Authorization) -> str:
 
 def _jwk(key: crypto.PrivateKey) -> tuple[jwk.JWK, jwa.JWASignature]:
     kind = crypto.key_type_of(key)
-    if kind == "ec-p256":
-        return jwk.JWKEC(key=key), jwa.ES256
-    if kind == "ec-p384":
-        return jwk.JWKEC(key=key), jwa.ES384
+    if kind in ("ec-p256", "ec-p384"):
+        return jwk.JWKEC(key=key), jwa.ES256 if kind == "ec-p256" else jwa.ES384
     if kind.startswith("rsa-"):
         return jwk.JWKRSA(key=key), jwa.RS256
     raise AcmeError(f"unsupported ACME account key type {kind}")

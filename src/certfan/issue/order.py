@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from certfan.config import Certificate, Config
 from certfan.errors import AcmeError, CertfanError, Interrupted, StoreError
 from certfan.issue import crypto, dns01
-from certfan.issue.acme import AcmeClient, Dns01Publisher, client_for
+from certfan.issue.acme import AcmeClient, client_for
+from certfan.issue.dns01 import Dns01Publisher
 from certfan.issue.due import Status, note_rate_limits, renewal_status
 from certfan.state import trust
 from certfan.state.store import Release, Store
