@@ -28,9 +28,8 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-# Whole generated documents cost ~50 ms an example to draw and dump, and most
-# stop at their first unknown key; the mutated example (SETTINGS) is where the
-# search pays off, so these get fewer examples to keep tests/unit in seconds.
+# Whole generated documents cost ~50 ms an example and mostly stop at their first
+# unknown key; the mutated example (SETTINGS) is where the search pays off.
 GENERATED_SETTINGS = settings(SETTINGS, max_examples=50)
 
 KNOWN_KEYS = sorted(
