@@ -211,7 +211,8 @@ def check_served(run: Run, nodes: Sequence[Node], snis: Sequence[str], sha: str)
     run.served = not pending
     if pending:
         bad = sorted({n.name for n, _ in pending})
-        run.note = f"{len(bad)} node(s) never served the new leaf: {', '.join(bad[:5])}"
+        never = f"{len(bad)} node(s) never served the new leaf: {', '.join(bad[:5])}"
+        run.note = f"{run.note}; {never}" if run.note else never
 
 
 # ---------------------------------------------------------------- contenders
@@ -234,9 +235,10 @@ def certfan(cfg_path: Path, leaf_dir: Path, trust: Path, src: Path | None = None
         argv += ["--trust", str(trust)]
     imported = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               check=False, timeout=120, env=env)
-    if imported.returncode != 0:
-        raise RuntimeError(f"certfan import failed (exit {imported.returncode}): "
-                           f"{imported.stderr.strip()[-300:]}")
+    if imported.returncode != 0:  # a failed run, not the end of the benchmark
+        tail = (imported.stderr.strip().splitlines() or ["(no output)"])[-1][-300:]
+        return Run("certfan", imported.returncode, 0.0, 0.0, 0.0,
+                   note=f"certfan import failed (exit {imported.returncode}): {tail}")
     run = timed([*base, "push", "--cert", CERT, "--json"], env=env)
     run.contender = "certfan"
     try:

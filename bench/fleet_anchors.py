@@ -164,16 +164,19 @@ class Bench:
         return cell
 
 
-def show_banners(nodes: Sequence[Node], latency: float) -> None:
-    """The latency fault, checked: SSH banners of every node at once, one round trip each."""
+def show_banners(nodes: Sequence[Node], latency: float, when: str) -> None:
+    """The latency fault, checked: SSH banners of every node at once, one round trip each
+    (plus sshd's fork and re-exec per connection, which the load stretches: compare the
+    figure before the delay proxies with the one through them)."""
     got = banner_all(nodes)
     good = sorted(x for x in got if x is not None)
     if not good:
-        print("   latency check: no SSH banner from any node")
+        print(f"   latency check ({when}): no SSH banner from any node")
         return
-    print(f"   latency check, {len(nodes)} SSH banners at once: median "
+    expect = f"about {2 * latency:g} ms more than before" if latency else "sshd's own time"
+    print(f"   latency check ({when}), {len(nodes)} SSH banners at once: median "
           f"{statistics.median(good) * 1000:.0f} ms, max {good[-1] * 1000:.0f} ms "
-          f"(one round trip: expect about {2 * latency:g} ms)"
+          f"(expect {expect})"
           f"{f'; {len(got) - len(good)} never came' if len(good) < len(got) else ''}",
           flush=True)
 
@@ -314,12 +317,13 @@ def main(argv: list[str] | None = None) -> int:
             big: Cell | None = None
             for latency in sorted(args.latency_ms):
                 if latency:
+                    show_banners(lab.nodes[:max(args.nodes)], 0.0, "before the delay proxies")
                     t = time.monotonic()
                     for node in lab.nodes[:max(args.nodes)]:
                         lab.faults.add_latency(node, latency)
                     print(f"\n   +{latency:g} ms each way on {max(args.nodes)} nodes "
                           f"(one delay proxy each) in {time.monotonic() - t:.1f}s", flush=True)
-                    show_banners(lab.nodes[:max(args.nodes)], latency)
+                    show_banners(lab.nodes[:max(args.nodes)], latency, "through them")
                 cells += [bench.cell(n, latency) for n in args.nodes]
                 if not latency and args.scale_nodes:
                     big = Cell(args.scale_nodes, 0.0, {"certfan": []})
