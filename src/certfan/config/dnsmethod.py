@@ -8,8 +8,6 @@ here (a file, environment variables), never given: a value is never shown.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
 import re
 from pathlib import Path
@@ -60,6 +58,8 @@ def provider_options(ctx: check.Ctx, key: KeyPath, value: object) -> tuple[tuple
 
 def lexicon_providers_dir() -> Path | None:
     """Where the installed dns-lexicon keeps its providers; None without the extra."""
+    import importlib.util  # here: only a lexicon config pays for it
+
     spec = importlib.util.find_spec("lexicon")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -97,6 +97,8 @@ def check_lexicon(ctx: check.Ctx, values: dict[str, Any], data: dict[str, Any]) 
 
 def _missing_provider_packages(provider: str) -> list[str]:
     """Distributions dns-lexicon's ``[provider]`` extra asks for that are not installed."""
+    import importlib.metadata  # ~0.1 s cold: only a lexicon config pays for it
+
     try:
         requires = importlib.metadata.distribution("dns-lexicon").requires or []
     except importlib.metadata.PackageNotFoundError:
