@@ -24,7 +24,7 @@ import pytest
 
 from certfan.config import Endpoint, Host, RolloutPolicy
 from certfan.deploy import fleet, hostrun
-from certfan.deploy.model import Event, Failure, Result
+from certfan.deploy.model import Event, Failure, Hold, Result
 from certfan.errors import ProbeError, SshError
 from certfan.state.deploy import DeployState
 from certfan.state.store import Release
@@ -104,13 +104,32 @@ class LocalSession:
     def __init__(self, fleet_: LocalFleet):
         self.fleet = fleet_
 
-    def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None) -> Result:
+    def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None,
+            hold: Hold | None = None) -> Result:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None
+        out = b""
         try:
-            proc = subprocess.run(list(argv), input=stdin or b"", capture_output=True,
-                                  timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            return Result(-1, exc.stdout or b"", exc.stderr or b"", lost="no end in time")
-        return Result(proc.returncode, proc.stdout, proc.stderr)
+            if hold is not None:  # stdin, then the answer once stdout shows the marker
+                proc.stdin.write(stdin or b"")
+                proc.stdin.flush()
+                while hold[0] not in out and (line := proc.stdout.readline()):
+                    out += line
+                if hold[0] in out:
+                    proc.stdin.write(hold[1](out))
+                proc.stdin.close()
+                proc.stdin = None  # closed: communicate() must not flush it
+                rest, err = proc.communicate(timeout=timeout)
+            else:
+                rest, err = proc.communicate(stdin or b"", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rest, err = proc.communicate()
+            return Result(-1, out + rest, err, lost="no end in time")
+        except BrokenPipeError:
+            rest, err = proc.communicate()
+        return Result(proc.returncode, out + rest, err)
 
     def close(self) -> None:
         with self.fleet.lock:

@@ -239,21 +239,24 @@ class _Fleet:
                 return result
             if gate.open or self.halted_by is not None:
                 return self._late(run)
-            staged = run.stage()
-            if staged is not None:
-                return staged, None
-            verdict = gate.wait(index, time.monotonic() + deadline / 2)
-            if self.halted_by is None and self.stopped():
-                return run.skipped("not changed: the run was interrupted", INTERRUPTED), None
-            if verdict == gate.STOP or self.halted_by is not None:
-                return run.skipped("not changed: the canary was not proven"), None
-            if verdict == gate.GO:
-                return run.apply()
+            promoted = interrupted = False
+
+            def verdict() -> bool:  # staged: wait at the gate, over the open exec
+                nonlocal promoted, interrupted
+                said = gate.wait(index, time.monotonic() + deadline / 2)
+                promoted = said == gate.CANARY
+                interrupted = self.halted_by is None and self.stopped()
+                return said != gate.STOP and self.halted_by is None and not interrupted
+
             result = None
             try:
-                result = run.apply()
+                result = run.held(verdict)
             finally:
-                gate.report(result[0] if result else None)
+                if promoted:
+                    gate.report(result[0] if result else None)
+            if interrupted and result[0].result is SKIPPED:
+                return replace(result[0], result=INTERRUPTED,
+                               error="not changed: the run was interrupted"), None
             return result
 
         def finish(run: HostRun, done: Done[Result]) -> None:

@@ -35,6 +35,7 @@ from certfan.deploy.model import (
     Connect,
     Event,
     Failure,
+    Hold,
     HostLog,
     HostOutcome,
     HostPlan,
@@ -98,7 +99,6 @@ class HostRun:
         self.log = HostLog(log, {"host": host.name, "cert": release.cert})
         self.prover = Prover(host, plan.probe_snis(release.names), policy, prober,
                              self._emit_step, self.log)
-        self._session: Session | None = None
         self._spent = 0.0  # seconds on this host so far (not waiting for a canary)
         self._t0: float | None = None  # when the current phase began
 
@@ -108,40 +108,25 @@ class HostRun:
         """Everything in one exec: the canary's way, and every host's without one."""
         return self._timed(lambda: self._connected(lambda s: self._push(s, plan.PUSH)))
 
-    def stage(self) -> HostOutcome | None:
-        """Connect and upload, keeping the connection; None when staged."""
+    def held(self, verdict: Callable[[], bool]) -> tuple[HostOutcome, Undo | None]:
+        """One exec that uploads, then waits for ``verdict()`` (the canary gate: True is go)
+        before it flips, tests and reloads; the wait does not count as this host's time."""
+        waited = 0.0
 
-        def go() -> HostOutcome | None:
-            try:
-                self._session = self._open()
-                report, result = self._exec(self._session, plan.STAGE, self.stdin)
-            except StepFailed as failure:
-                self.close()
-                return self._failed(failure, Failure.UNREACHABLE)
-            if result.lost or report.failed:
-                self.close()
-                kind = Failure.UNREACHABLE if result.lost else Failure.REJECTED
-                return self._failed(self._why("upload", result, report), kind,
-                                    serving=_version_of(report.facts.target))
-            return None
+        def answer(_: bytes) -> bytes:
+            nonlocal waited
+            self._emit_step("upload", "ok", "staged; waiting for the canary")
+            began = time.monotonic()
+            go = verdict()
+            waited += time.monotonic() - began
+            return b"go\n" if go else b"stop\n"
 
-        return self._timed(go)
-
-    def apply(self) -> tuple[HostOutcome, Undo | None]:
-        """After :meth:`stage`: flip, test, reload, prove on the same connection."""
-        session = self._session
-        if session is None:
-            return self._failed(StepFailed("flip", "not staged"), Failure.REJECTED), None
-        self._session = None
-        return self._timed(lambda: self._connected(lambda s: self._push(s, plan.APPLY), session))
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        outcome, undo = self._timed(lambda: self._connected(
+            lambda s: self._push(s, plan.HELD, hold=(plan.HELD_MARK, answer))))
+        self._spent -= waited
+        return replace(outcome, seconds=round(max(0.0, outcome.seconds - waited), 3)), undo
 
     def skipped(self, why: str, kind: OutcomeKind = SKIPPED) -> HostOutcome:
-        self.close()
         self._emit_step("done", "done", kind)
         return self.outcome(kind, error=why)
 
@@ -205,12 +190,15 @@ class HostRun:
         finally:
             session.close()
 
-    def _push(self, session: Session, phases: str) -> tuple[HostOutcome, Undo | None]:
+    def _push(self, session: Session, phases: str,
+              hold: Hold | None = None) -> tuple[HostOutcome, Undo | None]:
         stdin = self.stdin if plan.STAGE in phases else None
         try:
-            report, result = self._exec(session, phases, stdin)
+            report, result = self._exec(session, phases, stdin, hold=hold)
         except StepFailed as failure:
             return self._failed(failure, Failure.UNREACHABLE), None
+        if "verdict" in report.marks:  # staged, then told to stop: nothing live changed
+            return self.skipped("not changed: the canary was not proven"), None
         facts = report.facts
         previous = report.previous
         old = Undo(previous or None, facts.leaf_sha256, facts.fullchain_pem)
@@ -312,7 +300,8 @@ class HostRun:
         return session
 
     def _exec(self, session: Session, phases: str, stdin: bytes | None = None, *,
-              back: str = "-", prefix: str = "") -> tuple[RemoteReport, Result]:
+              back: str = "-", prefix: str = "", hold: Hold | None = None
+              ) -> tuple[RemoteReport, Result]:
         """One DEPLOY exec; its report, and events for the steps it took."""
         first = {plan.INSPECT: "inspect", plan.ROLLBACK: "flip"}.get(phases, "upload")
         if phases == plan.APPLY:
@@ -326,7 +315,8 @@ class HostRun:
         # The whole exchange is one command: its deadline covers test, reload and settle.
         timeout = 2 * self.policy.command_timeout + self.policy.verify_timeout
         try:
-            result = session.run(argv, timeout=timeout, stdin=stdin)
+            result = (session.run(argv, timeout=timeout, stdin=stdin, hold=hold) if hold
+                      else session.run(argv, timeout=timeout, stdin=stdin))
         except SshError as exc:
             self._emit_step(self.step, "failed", str(exc))
             raise StepFailed(self.step, str(exc), connection=True) from exc

@@ -36,8 +36,12 @@ class Result:
         return "\n".join(text.splitlines()[-lines:])[-chars:]
 
 
+Hold = tuple[bytes, Callable[[bytes], bytes]]  # (stdout marker, answer sent on stdin then)
+
+
 class Session(Protocol):
-    def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None) -> Result: ...
+    def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None,
+            hold: Hold | None = None) -> Result: ...
 
     def close(self) -> None: ...
 

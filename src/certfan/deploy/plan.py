@@ -44,6 +44,8 @@ LIVE_OTHER = "other"
 
 # Phases of one DEPLOY exec (see scripts.py).
 INSPECT, STAGE, APPLY, PUSH, ROLLBACK = "inspect", "stage", "apply", "stage,apply", "rollback"
+HELD = "stage,hold,apply"  # staged, then apply once the controller says go
+HELD_MARK = b"held=yes\n"
 REFRESH = "refresh"  # apply's ``back`` when the pointer is right but the leaf is not served
 
 
@@ -199,7 +201,7 @@ def parse_report(stdout: bytes) -> RemoteReport:
             failed = value
         elif key == "done":
             done = True
-        elif key in ("upload", "convert", "flip", "test", "reload", "settle", "undo"):
+        elif key in ("upload", "convert", "flip", "test", "reload", "settle", "undo", "verdict"):
             marks[key] = value
     facts = LiveFacts(root_exists, live, target if live == LIVE_LINK else None, files, present,
                       pem.strip() + b"\n" if pem.strip() else b"")

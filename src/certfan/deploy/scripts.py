@@ -11,6 +11,8 @@ on the wire, the files streamed on stdin right behind it). Its phases:
     inspect   what live/<cert> is; printed first in every phase
     stage     write archive/<cert>/<version>/ from stdin (key 0600 from creation),
               verify sizes and digests, rename into place; nothing live changes
+    hold      say ``held=yes`` and wait for one line on stdin: ``go`` goes on to
+              apply, anything else (or the link gone) stops with nothing changed
     apply     [convert certbot's live dir] flip the pointer, config test, reload,
               settle; a failed test or reload flips back (and reloads) at once
     rollback  flip back to $back, config test, reload, settle
@@ -84,7 +86,9 @@ stage() {
   [ -d "$root" ] || { echo "$root does not exist" >&2; fail upload; }
   mkdir -p -- "$dir" "$root/live" || fail upload
   if [ -d "$final" ]; then
-    cat > /dev/null
+    total=0  # read exactly the files' bytes: stdin may stay open (the hold phase)
+    for s in $specs; do size=${s#*:}; total=$((total + ${size%%:*})); done
+    head -c "$total" > /dev/null
     verify "$final" || { echo "$final exists with other content; not replacing" >&2; fail upload; }
     say upload=present; return 0
   fi
@@ -224,6 +228,12 @@ apply() {
 }
 inspect
 case $phases in *stage*) stage ;; esac
+case $phases in *hold*)
+  # Staged: wait for the controller's word (the canary proven, or not) on stdin.
+  say held=yes
+  read -r verdict || verdict=lost
+  if [ "$verdict" != go ]; then say "verdict=$verdict"; say done=ok; exit 0; fi ;;
+esac
 case $phases in *apply*) apply "$@" ;; esac
 case $phases in rollback)
   say "previous=$back"

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from certfan.config import Host
-from certfan.deploy.model import Result
+from certfan.deploy.model import Hold, Result
 from certfan.errors import HostKeyError, SshError, SshTimeoutError
 
 if TYPE_CHECKING:
@@ -85,8 +85,13 @@ class Session:
     def close(self) -> None:
         self._client.close()
 
-    def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None) -> Result:
+    def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None,
+            hold: Hold | None = None) -> Result:
         """Run ``argv`` (quoted with shlex.join) and return its status and output.
+
+        ``hold``: (marker, answer). Once stdout holds the marker, ``answer(stdout so
+        far)`` is called (it may block: its time does not count against ``timeout``)
+        and what it returns is sent on stdin before stdin is closed.
 
         The exec request does not wait for the server's reply and stdin follows
         it at once: one round trip for the channel, then the command's output.
@@ -114,8 +119,9 @@ class Session:
             channel.settimeout(max(0.01, deadline - time.monotonic()))
             if stdin:
                 channel.sendall(stdin)
-            channel.shutdown_write()
-            status = _collect(channel, deadline, out, err)
+            if hold is None:
+                channel.shutdown_write()
+            status = _collect(channel, deadline, out, err, hold, timeout)
             if status is None:
                 return Result(-1, bytes(out), bytes(err),
                               lost=f"{argv[0]}: timed out after {timeout:g}s")
@@ -143,12 +149,17 @@ def _exec_no_reply(channel: paramiko.Channel, command: str) -> None:
 
 
 def _collect(
-    channel: paramiko.Channel, deadline: float, out: bytearray, err: bytearray
+    channel: paramiko.Channel, deadline: float, out: bytearray, err: bytearray,
+    hold: Hold | None = None, timeout: float = 0.0,
 ) -> int | None:
     """Read until EOF and the exit status; None when the deadline passed first."""
     # Channel.fileno() is avoided on purpose: paramiko's pipe behind it can be
     # written to after the channel is closed, hitting a closed or reused fd.
     while True:
+        if hold is not None and hold[0] in out:
+            channel.sendall(hold[1](bytes(out)))
+            channel.shutdown_write()
+            hold, deadline = None, time.monotonic() + timeout
         remaining = deadline - time.monotonic()
         if remaining <= 0:  # checked first: a command that never stops talking times out too
             return None
