@@ -245,7 +245,8 @@ def test_script_rollback_and_refresh(node_root: Path, tmp_path: Path) -> None:
     assert code == 0 and again.marks == {"flip": "already"}
     refresh, code, _ = _run(host, new, specs, remote.APPLY, back=remote.REFRESH)
     assert code == 0 and refresh.marks["test"] == refresh.marks["reload"] == "ok"
-    back, code, _ = _run(host, new, specs, remote.ROLLBACK, back="../archive/media/0001-aaaaaaaaaaaa")
+    previous = "../archive/media/0001-aaaaaaaaaaaa"
+    back, code, _ = _run(host, new, specs, remote.ROLLBACK, back=previous)
     assert code == 0 and back.undo_ok is True
     assert os.readlink(node_root / "live" / "media") == "../archive/media/0001-aaaaaaaaaaaa"
     gone, code, _ = _run(host, new, specs, remote.ROLLBACK, back="-")  # a first deployment

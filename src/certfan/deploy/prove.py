@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from certfan.config import Host, RolloutPolicy
 from certfan.deploy.fanout import fan_out
@@ -26,15 +27,14 @@ UNSETTLED_ROUNDS = 2
 PROVE_SPACING = 0.05
 
 
+@dataclass
 class Prover:
-    def __init__(self, host: Host, snis: Sequence[str], policy: RolloutPolicy, prober: Prober,
-                 emit: Callable[..., None], log: logging.LoggerAdapter):  # type: ignore[type-arg]
-        self.host = host
-        self.snis = tuple(snis)
-        self.policy = policy
-        self.prober = prober
-        self.emit = emit
-        self.log = log
+    host: Host
+    snis: tuple[str, ...]
+    policy: RolloutPolicy
+    prober: Prober
+    emit: Callable[..., None]  # emit(step, status, detail="")
+    log: logging.LoggerAdapter  # type: ignore[type-arg]
 
     def prove(self, expect: str, *, settled: bool, step: str = "prove",
               version: str | None = None, names: dict[str, str | None] | None = None) -> None:
