@@ -9,7 +9,7 @@ Every case runs the same way:
     case.heal()                         # `certfan renew` again, then once more (a no-op)
     case.assert_invariants(expected)    # the four invariants of docs/reliability.md
 
-``assert_invariants`` is the one checker every case uses:
+``assert_invariants`` (labstate.py) is the one checker every case uses:
 
 1. every node serves, for every name, a leaf whose public key is that of the
    key file its live pointer points to; ``nginx -t`` passes; the nginx master
@@ -26,178 +26,52 @@ Every case runs the same way:
    with a key matching its certificate, and no temporary name is left over,
    locally or on a node.
 
-Faults the lab does not have are here too, each a context manager that heals:
+Faults the lab does not have are beside it, each a context manager that heals:
 ``refuse_auth`` (sshd stops accepting the key), ``break_reload`` (the reload
 command fails while the config test passes), ``hold_upload`` (a node's
 ``sync`` waits during the upload, so a test can act mid-upload), a slow DNS
 server (``SlowDns``) and an ACME proxy that answers some requests with errors
-(``AcmeProxy``). ``certfan_process`` runs ``python -m certfan``'s ``main`` in a
-child that kills (SIGKILL) or pauses itself at the first log line matching a
-pattern: the exact step, without racing a reader of its stderr.
+(``AcmeProxy``), in labfaults.py. ``certfan_process`` (childproc.py) runs
+``python -m certfan``'s ``main`` in a child that kills (SIGKILL) or pauses
+itself at the first log line matching a pattern: the exact step, without racing
+a reader of its stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import http.client
-import http.server
 import io
 import json
 import logging
-import os
-import re
 import shutil
-import signal
-import socket
-import ssl
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from certfan import cli, config
-from certfan.issue import crypto, dns01
-from certfan.state.deploy import DeployState
 from certfan.state.store import Release, Store
-from certfan_lab import Lab, LabError
+from certfan_lab import Lab
+from helpers.childproc import certfan_process, kill, wait_exit
+from helpers.labfaults import AcmeProxy, SlowDns, break_reload, cut_off, hold_upload, refuse_auth
+from helpers.labstate import (
+    CERT,
+    FAST_ROLLOUT,
+    Baseline,
+    Watcher,
+    assert_invariants,
+    pebble_serials_since,
+    txt_snapshot,
+)
 from helpers.ops import cert_files, import_args
 
-SRC = Path(__file__).resolve().parents[2] / "src"
-CERT = "media"
-# Every name DNS-01 for the lab's certificates writes to (CNAME targets included).
-CHALLENGE_NAMES = (
-    "_acme-challenge.media.lab.test",
-    "_acme-challenge.lab.test",
-    "_acme-challenge.static.lab.test",
-    "static.delegated.test",
-    "chain.delegated.test",
-)
-FAST_ROLLOUT = {"connect_timeout": 1.5, "command_timeout": 4.0, "verify_timeout": 4.0}
-_ISSUED = re.compile(r"Issued certificate serial ([0-9a-fA-F]+) for order")
-_FAILED_RELOAD = r"\[(emerg|alert|crit)\] {pid}#"
-
-
-def _sha(der: bytes) -> str:
-    return hashlib.sha256(der).hexdigest()
-
-
-def spki_of_cert(der: bytes) -> bytes:
-    return x509.load_der_x509_certificate(der).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def spki_of_key(pem: bytes) -> bytes:
-    return crypto.load_key(pem).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-# ---------------------------------------------------------------- what the lab looked like
-
-
-@dataclass
-class Baseline:
-    """The lab before a case: what the invariants compare against."""
-
-    pebble_offset: int
-    error_log_offsets: dict[str, int]
-    masters: dict[str, int]
-    txt: dict[str, set[str]]
-    served: dict[str, str]  # node -> sha256 of the leaf it served
-
-    @classmethod
-    def take(cls, lab: Lab) -> Baseline:
-        nodes = lab.default_node_names
-        return cls(
-            pebble_offset=_size(lab.log_dir / "pebble.log"),
-            error_log_offsets={n: _size(_error_log(lab, n)) for n in nodes},
-            masters={n: lab.nginx_master_pid(n) for n in nodes},
-            txt=txt_snapshot(lab),
-            served={n: _sha(lab.served_leaf(n, "media.lab.test")) for n in nodes},
-        )
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _error_log(lab: Lab, node: str) -> Path:
-    return lab.node(node).nginx_prefix / "logs" / "error.log"
-
-
-def _read_from(path: Path, offset: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
-
-
-def txt_snapshot(lab: Lab) -> dict[str, set[str]]:
-    return {name: set(lab.dns_query(name, "TXT")) for name in CHALLENGE_NAMES}
-
-
-def pebble_serials_since(lab: Lab, offset: int) -> list[int]:
-    """Serials Pebble issued since ``offset`` of its log."""
-    text = _read_from(lab.log_dir / "pebble.log", offset)
-    return [int(m.group(1), 16) for m in _ISSUED.finditer(text)]
-
-
-# ---------------------------------------------------------------- watching the nodes
-
-
-class Watcher:
-    """Handshakes with every node, over and over, while a case runs.
-
-    A completed handshake proves the node holds the key of the leaf it sent.
-    Every one must complete, except with nodes in ``skip`` (cut off on purpose);
-    what was seen is checked against the stored versions at the end.
-    """
-
-    def __init__(self, lab: Lab, skip: set[str] | None = None):
-        self.lab = lab
-        self.skip = skip if skip is not None else set()
-        self.seen: dict[str, set[str]] = {}
-        self.problems: list[str] = []
-        self.count = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="watcher")
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            for node in self.lab.default_node_names:
-                if node in self.skip:
-                    continue
-                try:
-                    der = self.lab.served_leaf(node, "media.lab.test", timeout=2.0)
-                except (OSError, LabError) as exc:
-                    if node not in self.skip:  # it may have been cut while we asked
-                        self.problems.append(f"{node}: handshake failed: {exc}")
-                    continue
-                self.count += 1
-                self.seen.setdefault(node, set()).add(_sha(der))
-            self._stop.wait(0.03)
-
-    def start(self) -> Watcher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        assert not self._thread.is_alive(), "the watcher hung"
-
+# What the lab test modules take from here (the harness's parts live beside it).
+__all__ = [
+    "CERT", "AcmeProxy", "Baseline", "Case", "Run", "SlowDns", "Watcher", "assert_invariants",
+    "break_reload", "case_maker", "certfan_process", "cut_off", "hold_upload", "kill",
+    "pebble_serials_since", "refuse_auth", "txt_snapshot", "wait_exit",
+]
 
 # ---------------------------------------------------------------- the case harness
 
@@ -331,419 +205,3 @@ def case_maker(lab: Lab, tmp_path: Path) -> Iterator[Callable[..., Case]]:
     yield make
     for case in cases:
         case.finish()
-
-
-def assert_invariants(
-    lab: Lab,
-    cfg: config.Config,
-    store: Store,
-    expected_version: str | None,
-    issued_before: set[str],
-    *,
-    baseline: Baseline,
-    issued: int,
-    watcher: Watcher | None = None,
-) -> None:
-    """The four invariants of docs/reliability.md, after the healing run."""
-    current = store.current(CERT)
-    assert current is not None, "no current version"
-    if expected_version is not None:
-        assert current.version == expected_version, (current.version, expected_version)
-    hosts = cfg.certificates[CERT].hosts
-    _assert_nodes_serve(lab, cfg, current, hosts, baseline)
-    _assert_watched(watcher, store, baseline)
-    _assert_issuance(lab, store, current, issued_before, baseline, issued)
-    _assert_deploy_state(cfg, current, hosts)
-    _assert_dns_clean(lab, cfg, baseline)
-    _assert_state_readable(cfg.state_dir, store)
-
-
-def _assert_nodes_serve(lab: Lab, cfg: config.Config, current: Release,
-                        hosts: Sequence[str], baseline: Baseline) -> None:
-    """(1) and (2): the served leaf matches the key the pointer holds; config tests; no
-    failed reconfiguration; every node on the current version, file for file."""
-    snis = dict.fromkeys(["media.lab.test", *(n.replace("*", "certfan-probe") for n in
-                                              current.names)])
-    for node in hosts:
-        root = Path(cfg.hosts[node].root)
-        live = root / "live" / CERT
-        assert live.is_symlink(), f"{node}: live/{CERT} is not certfan's pointer"
-        assert os.readlink(live) == f"../archive/{CERT}/{current.version}", node
-        key_pem = (live / "privkey.pem").read_bytes()
-        for sni in snis:
-            der = lab.served_leaf(node, sni)
-            assert spki_of_cert(der) == spki_of_key(key_pem), f"{node} ({sni}): key mismatch"
-            assert _sha(der) == current.sha256, f"{node} ({sni}) does not serve {current.version}"
-        for name in ("privkey.pem", "fullchain.pem", "cert.pem", "chain.pem"):
-            assert (live / name).read_bytes() == current.file(name).read_bytes(), (node, name)
-        test = lab.run_on(node, ["nginx", "-t"])
-        assert test.returncode == 0, f"{node}: nginx -t: {test.stderr}"
-        master = lab.nginx_master_pid(node)
-        assert master == baseline.masters[node], f"{node}: nginx master restarted"
-        log = _read_from(_error_log(lab, node), baseline.error_log_offsets[node])
-        failed = re.findall(_FAILED_RELOAD.format(pid=master) + ".*", log)
-        assert not failed, f"{node}: nginx reloaded onto a broken config: {failed}"
-        for directory in (root / "archive" / CERT, root / "live"):
-            stray = [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
-            assert not stray, f"{node}: leftovers in {directory}: {stray}"
-
-
-def _assert_watched(watcher: Watcher | None, store: Store, baseline: Baseline) -> None:
-    if watcher is None:
-        return
-    assert watcher.count > 0, "the watcher made no handshake"
-    assert not watcher.problems, watcher.problems[:5]
-    known = {r.sha256 for r in store.versions(CERT)} | set(baseline.served.values())
-    for node, seen in watcher.seen.items():
-        assert seen <= known, f"{node} served a leaf that is no stored version: {seen - known}"
-
-
-def _assert_issuance(lab: Lab, store: Store, current: Release, issued_before: set[str],
-                     baseline: Baseline, issued: int) -> None:
-    """(2) nothing issued is lost, nothing needlessly reissued."""
-    serials = pebble_serials_since(lab, baseline.pebble_offset)
-    assert len(serials) == issued, f"the CA issued {len(serials)} certificate(s), expected {issued}"
-    new = [r for r in store.versions(CERT) if r.version not in issued_before]
-    assert sorted(int(r.serial, 16) for r in new) == sorted(serials), (
-        "stored versions and issued certificates differ: "
-        f"{[r.version for r in new]} vs serials {[format(s, 'x') for s in serials]}")
-    assert issued == 0 or current in new
-
-
-def _assert_deploy_state(cfg: config.Config, current: Release, hosts: Sequence[str]) -> None:
-    recorded = DeployState(cfg.state_dir).get(CERT)
-    for host in hosts:
-        entry = recorded.get(host)
-        assert entry is not None and entry.deployed == current.version, (host, entry)
-        assert entry.last_error is None, (host, entry)
-
-
-def _assert_dns_clean(lab: Lab, cfg: config.Config, baseline: Baseline) -> None:
-    """(3) every TXT value certfan added is gone, and it knows of none pending."""
-    assert txt_snapshot(lab) == baseline.txt
-    pending = Path(cfg.state_dir) / dns01.PENDING_FILE
-    if pending.exists():
-        assert json.loads(pending.read_text()) == [], pending.read_text()
-
-
-def _assert_state_readable(state_dir: Path, store: Store) -> None:
-    """(4) every file parses, every version is whole, nothing half-written is left."""
-    for path in state_dir.rglob("*"):
-        assert ".tmp" not in path.name, f"left over: {path}"
-        if path.suffix == ".json":
-            json.loads(path.read_text())
-    for release in store.versions(CERT):
-        store._check_complete(release)
-        meta = store.read_meta(release)
-        assert meta["version"] == release.version
-        assert crypto.key_matches_cert(release.file("privkey.pem").read_bytes(),
-                                       release.file("cert.pem").read_bytes())
-    DeployState(state_dir).get(CERT)
-
-
-# ---------------------------------------------------------------- faults the lab lacks
-
-
-@contextlib.contextmanager
-def cut_off(lab: Lab, node: str) -> Iterator[None]:
-    """The lab's ``cut`` (nothing reaches the node) and nothing leaves it either: a
-    command already running there finishes, but its answer never arrives."""
-    enter = ["nsenter", f"--net=/run/netns/{lab.node(node).netns}", "--"]
-    with lab.faults.cut(node):
-        subprocess.run([*enter, "iptables", "-w", "-I", "OUTPUT", "-j", "DROP"], check=True,
-                       timeout=20)
-        try:
-            yield
-        finally:
-            subprocess.run([*enter, "iptables", "-w", "-D", "OUTPUT", "-j", "DROP"],
-                           check=True, timeout=20)
-
-
-@contextlib.contextmanager
-def refuse_auth(lab: Lab, node: str) -> Iterator[None]:
-    """The node's sshd no longer accepts certfan's key (as if it left authorized_keys)."""
-    n = lab.node(node)
-    original = n.sshd_config.read_text()
-    empty = n.dir / "authorized_keys.empty"
-    empty.write_text("")
-    n.sshd_config.write_text(re.sub(r"(?m)^AuthorizedKeysFile .*$",
-                                    f"AuthorizedKeysFile {empty}", original))
-    lab.restart_sshd(node)
-    try:
-        yield
-    finally:
-        n.sshd_config.write_text(original)
-        lab.restart_sshd(node)
-
-
-@contextlib.contextmanager
-def break_reload(lab: Lab, node: str) -> Iterator[None]:
-    """The reload command fails (systemctl: "nginx.service is not active"), while nginx
-    keeps running and ``nginx -t`` passes: the pid file it checks is moved aside."""
-    pidfile = lab.node(node).nginx_pidfile
-    aside = pidfile.with_name("nginx.pid.aside")
-    os.replace(pidfile, aside)
-    try:
-        yield
-    finally:
-        os.replace(aside, pidfile)
-
-
-class HeldUpload:
-    """A ``sync`` on the node's PATH that, called on an upload's staging directory,
-    says so (``reached``) and waits until ``release()``: the upload is then exactly
-    half done, its files written to ``archive/<cert>/.<version>.tmp`` but not placed."""
-
-    def __init__(self, lab: Lab, node: str):
-        n = lab.node(node)
-        self.dir = n.dir / "held-upload"
-        self.dir.mkdir(mode=0o755, exist_ok=True)
-        os.chown(self.dir, lab.uid, lab.gid)
-        self.marker, self.go = self.dir / "reached", self.dir / "go"
-        self.marker.unlink(missing_ok=True)
-        self.go.unlink(missing_ok=True)
-        self.shim = n.bin_dir / "sync"
-        real = shutil.which("sync", path="/usr/bin:/bin")
-        self.shim.write_text(f"""#!/bin/sh
-# certfan reliability tests: hold an upload at its sync until released (60s at most).
-for a in "$@"; do
-  case "$a" in
-    *.tmp) echo "$$" >> {self.marker}; n=0
-           while [ ! -e {self.go} ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done
-           break ;;
-  esac
-done
-exec {real} "$@"
-""")
-        self.shim.chmod(0o755)
-
-    def reached(self) -> int:
-        """How many uploads have come to their sync (and wait there until released)."""
-        try:
-            return len(self.marker.read_text().split())
-        except FileNotFoundError:
-            return 0
-
-    def wait_reached(self, count: int = 1, timeout: float = 30.0,
-                     alive: Callable[[], bool] | None = None) -> None:
-        deadline = time.monotonic() + timeout
-        while self.reached() < count:
-            assert time.monotonic() < deadline, "the upload never reached its sync"
-            assert alive is None or alive(), "certfan exited before the upload"
-            time.sleep(0.01)
-
-    def release(self) -> None:
-        self.go.touch()
-
-    def remove(self) -> None:
-        self.release()
-        self.shim.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def hold_upload(lab: Lab, node: str) -> Iterator[HeldUpload]:
-    held = HeldUpload(lab, node)
-    try:
-        yield held
-    finally:
-        held.remove()
-
-
-class SlowDns:
-    """A UDP DNS server answering as the lab's named does, ``delay`` seconds late."""
-
-    def __init__(self, upstream_port: int, delay: float):
-        self.upstream = ("127.0.0.1", upstream_port)
-        self.delay = delay
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.queries = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True, name="slow-dns")
-        self._thread.start()
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                data, client = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.queries += 1
-            threading.Thread(target=self._answer, args=(data, client, self.delay),
-                             daemon=True).start()
-
-    def _answer(self, data: bytes, client: tuple[str, int], delay: float) -> None:
-        if self._stop.wait(delay):
-            return
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
-            up.settimeout(3.0)
-            try:
-                up.sendto(data, self.upstream)
-                answer = up.recv(65535)
-                self.sock.sendto(answer, client)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(5)
-
-
-@dataclass
-class AcmeFault:
-    """Answer requests whose path matches with a problem document, ``times`` times
-    (None: until cleared)."""
-
-    path: re.Pattern[str]
-    status: int
-    problem: str
-    detail: str
-    retry_after: int | None = None
-    times: int | None = None
-    hits: int = 0
-
-
-class AcmeProxy:
-    """HTTPS in front of Pebble (the lab's listener certificate) that can fail requests.
-
-    Pebble 2.4 never rate-limits nor fails on purpose; this stands in for a CA
-    that does. Requests are forwarded with their Host header, so Pebble writes
-    every URL (directory, orders, ...) pointing back at the proxy.
-    """
-
-    def __init__(self, lab: Lab):
-        assert lab.pki is not None
-        self.lab = lab
-        self.faults: list[AcmeFault] = []
-        self.requests: list[tuple[str, str, int]] = []
-        self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                proxy._handle(self)
-
-            do_POST = do_HEAD = do_GET
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(lab.pki.listener_cert, lab.pki.listener_key)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.directory = f"https://127.0.0.1:{self.port}/dir"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                        name="acme-proxy")
-        self._thread.start()
-
-    def fail(self, path: str, status: int, problem: str, detail: str, *,
-             retry_after: int | None = None, times: int | None = None) -> AcmeFault:
-        fault = AcmeFault(re.compile(path), status, problem, detail, retry_after, times)
-        with self._lock:
-            self.faults.append(fault)
-        return fault
-
-    def clear(self) -> None:
-        with self._lock:
-            self.faults.clear()
-
-    def _fault_for(self, path: str) -> AcmeFault | None:
-        with self._lock:
-            for fault in self.faults:
-                if fault.path.search(path) and (fault.times is None or fault.hits < fault.times):
-                    fault.hits += 1
-                    return fault
-        return None
-
-    def _handle(self, req: http.server.BaseHTTPRequestHandler) -> None:
-        length = int(req.headers.get("Content-Length") or 0)
-        body = req.rfile.read(length) if length else b""
-        fault = self._fault_for(req.path)
-        if fault is not None:
-            doc = json.dumps({"type": f"urn:ietf:params:acme:error:{fault.problem}",
-                              "detail": fault.detail, "status": fault.status}).encode()
-            headers = {"Content-Type": "application/problem+json"}
-            if fault.retry_after is not None:
-                headers["Retry-After"] = str(fault.retry_after)
-            self._reply(req, fault.status, headers, doc)
-            return
-        context = ssl.create_default_context(cafile=str(self.lab.ca_bundle))
-        conn = http.client.HTTPSConnection("127.0.0.1", self.lab.acme_port, timeout=30,
-                                           context=context)
-        try:
-            headers = {k: v for k, v in req.headers.items()
-                       if k.lower() not in ("connection", "keep-alive", "content-length")}
-            conn.request(req.command, req.path, body=body or None, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            out = {k: v for k, v in response.getheaders()
-                   if k.lower() not in ("connection", "transfer-encoding", "content-length")}
-            self._reply(req, response.status, out, data)
-        except (OSError, http.client.HTTPException) as exc:
-            self._reply(req, 502, {"Content-Type": "text/plain"}, f"proxy: {exc}".encode())
-        finally:
-            conn.close()
-
-    def _reply(self, req: http.server.BaseHTTPRequestHandler, status: int,
-               headers: dict[str, str], body: bytes) -> None:
-        with self._lock:
-            self.requests.append((req.command, req.path, status))
-        req.send_response(status)
-        for k, v in headers.items():
-            req.send_header(k, v)
-        req.send_header("Content-Length", str(len(body)))
-        req.end_headers()
-        if req.command != "HEAD":
-            req.wfile.write(body)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
-
-
-# ---------------------------------------------------------------- certfan in a child process
-
-KILLCHILD = Path(__file__).resolve().with_name("killchild.py")  # run by path
-
-
-def certfan_process(config_path: Path, *args: str, at: str = r"(?!)", action: str = "none",
-                    log: Path | None = None) -> subprocess.Popen[str]:
-    """``certfan -v -c CONFIG ARGS`` in a child; at the first log line matching ``at``
-    it does ``action``: ``kill`` (SIGKILL itself), ``pause:<dir>`` (touch <dir>/reached,
-    wait for <dir>/go) or nothing."""
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    argv = [sys.executable, str(KILLCHILD), at, action, "-v", "-c", str(config_path), *args]
-    if log is None:
-        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL)
-    with open(log, "w") as stderr:
-        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                                stdin=subprocess.DEVNULL)
-
-
-def wait_exit(proc: subprocess.Popen[str], timeout: float = 90.0) -> int:
-    try:
-        proc.communicate(timeout=timeout)  # reads the pipes: a full one must not stall it
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise AssertionError("certfan did not finish in time") from None
-    return proc.returncode
-
-
-def kill(proc: subprocess.Popen[str]) -> None:
-    """SIGKILL the child, unless it has already exited (and been reaped)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
