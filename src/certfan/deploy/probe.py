@@ -36,7 +36,7 @@ def sha256_hex(der: bytes) -> str:
 
 def served_leaf(endpoint: Endpoint, sni: str, timeout: float) -> bytes:
     """DER of the leaf certificate ``endpoint`` presents for ``sni``. Raises ProbeError."""
-    return served_chain(endpoint, sni, timeout)[0]
+    return leaf_and_chain(served_chain(endpoint, sni, timeout))[0]
 
 
 def _peer_chain(tls: ssl.SSLSocket) -> list[bytes]:
@@ -45,8 +45,11 @@ def _peer_chain(tls: ssl.SSLSocket) -> list[bytes]:
     public = getattr(tls, "get_unverified_chain", None)  # Python 3.13+
     if public is not None:
         return [bytes(d) for d in public()]
-    chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[attr-defined]
-    return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
+    try:  # CPython 3.10-3.12 have it, unnamed; elsewhere the leaf alone is what we get
+        chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[attr-defined]
+        return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
+    except AttributeError:
+        return []  # served_chain then answers with the leaf alone
 
 
 ChainProber = Callable[[Endpoint, str, float], "Sequence[bytes] | bytes"]  # leaf first
@@ -60,8 +63,9 @@ def leaf_and_chain(answer: Sequence[bytes] | bytes) -> tuple[bytes, tuple[bytes,
     return chain[0], chain
 
 
-def served_chain(endpoint: Endpoint, sni: str, timeout: float) -> list[bytes]:
-    """DER of every certificate ``endpoint`` presents for ``sni``, leaf first."""
+def served_chain(endpoint: Endpoint, sni: str, timeout: float) -> list[bytes] | bytes:
+    """DER of every certificate ``endpoint`` presents for ``sni``, leaf first; the leaf
+    alone (bytes, not a list) where this Python cannot tell the rest."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -70,16 +74,17 @@ def served_chain(endpoint: Endpoint, sni: str, timeout: float) -> list[bytes]:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(timeout)
             with context.wrap_socket(sock, server_hostname=sni) as tls:
-                ders = _peer_chain(tls) or [tls.getpeercert(binary_form=True) or b""]
+                ders = _peer_chain(tls)
+                leaf = tls.getpeercert(binary_form=True) or b""
     except TimeoutError as exc:
         raise ProbeError(str(endpoint), sni, f"timed out after {timeout:g}s") from exc
     except ssl.SSLError as exc:
         raise ProbeError(str(endpoint), sni, f"TLS handshake failed: {exc.reason or exc}") from exc
     except OSError as exc:
         raise ProbeError(str(endpoint), sni, exc.strerror or str(exc)) from exc
-    if not ders[0]:
+    if not leaf:
         raise ProbeError(str(endpoint), sni, "no certificate presented")
-    return ders
+    return ders or leaf
 
 
 def facts_of(der: bytes) -> CertFacts:
