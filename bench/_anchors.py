@@ -327,7 +327,7 @@ nocows = 1
 [ssh_connection]
 pipelining = True
 ssh_args = -F /dev/null {kex}-o ControlMaster=auto -o ControlPersist=60s -o BatchMode=yes \
--o IdentitiesOnly=yes -o GlobalKnownHostsFile=/dev/null \
+-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o GlobalKnownHostsFile=/dev/null \
 -o UserKnownHostsFile={self.lab.known_hosts}
 """)
         return path
