@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
+from certfan.config import Endpoint
+from certfan.deploy import probe
 from certfan_lab import Lab, extra
 from helpers.ops import Ops, restore_logging
 
@@ -35,6 +38,17 @@ def chain(tmp_path: Path) -> dict[str, Path]:
     paths["other-key"] = tmp_path / "other.key"
     paths["other-key"].write_bytes(extra.chain_of(["media.lab.test"]).key)
     return paths
+
+
+def _wait_serving(address: str, count: int, timeout: float = 10.0) -> None:
+    """Until the node presents ``count`` certificate(s) for media.lab.test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = probe.served_chain(Endpoint(address, 443), "media.lab.test", 2.0)
+        if isinstance(answer, list) and len(answer) == count:
+            return
+        assert time.monotonic() < deadline, f"{address} still presents {len(answer)}"
+        time.sleep(0.05)
 
 
 def _import(ops: Ops, capsys: pytest.CaptureFixture[str], key: Path, fullchain: Path,
@@ -116,6 +130,7 @@ def test_status_warns_about_a_node_serving_its_leaf_without_the_intermediate(  #
     os.replace(tmp, served)
     try:
         extra.reload_nginx(lab, node)
+        _wait_serving(node.address, 1)  # the new workers take over a moment after the signal
         capsys.readouterr()
         code = ops.cli("status")
         out = capsys.readouterr().out
@@ -129,3 +144,4 @@ def test_status_warns_about_a_node_serving_its_leaf_without_the_intermediate(  #
         os.chown(tmp, lab.uid, lab.gid)
         os.replace(tmp, served)
         extra.reload_nginx(lab, node)
+        _wait_serving(node.address, 2)
