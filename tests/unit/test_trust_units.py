@@ -242,3 +242,28 @@ def test_a_chain_that_reaches_a_root_through_a_cross_sign_is_trusted() -> None:
                                   crypto.load_anchors(pki.cert_pem(other)))
     assert found == ["the chain does not end at a trusted root (last issuer "
                      "CN=old root,O=certfan lab)"], found
+
+
+def test_audit_reads_certificate_files_by_argument_never_by_splicing(tmp_path: Path,
+                                                                     chain: extra.Chain) -> None:
+    """The file-reading script run locally: odd paths come back as themselves, keys are
+    only looked for, and what is missing or unreadable says so."""
+    import subprocess
+
+    odd = tmp_path / "a dir; $(touch pwned)" / "cert 'x'.pem"
+    odd.parent.mkdir()
+    odd.write_bytes(chain.leaf + chain.intermediate)
+    key = tmp_path / "privkey.pem"
+    key.write_bytes(chain.key)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    args = [f"c:{odd}", f"k:{key}", f"c:{tmp_path / 'missing.pem'}", f"c:{garbage}"]
+    done = subprocess.run(["sh", "-c", audit._READ_FILES, "sh", *args], capture_output=True,
+                          text=True, timeout=10, check=True, cwd=tmp_path)
+    files = audit._parse_files(done.stdout)
+    assert not (tmp_path / "pwned").exists()
+    assert files[str(odd)].state == "file" and files[str(odd)].facts is not None
+    assert files[str(odd)].facts.names == (NAME, "*.media.lab.test")
+    assert files[str(key)].state == "present" and "PRIVATE" not in done.stdout
+    assert files[str(tmp_path / "missing.pem")].state == "missing"
+    assert files[str(garbage)].state == "unparsable"
