@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +40,21 @@ def _snapshot(lab: Lab, nodes: tuple[str, ...]) -> dict[str, Any]:
 @pytest.fixture
 def fleet(lab: Lab, ops: Ops) -> Iterator[dict[str, extra.HandMade]]:
     """Hand-made certificates beside certfan's: one expiring on every node, one only on
-    the first two, and one name served with a different certificate on two nodes."""
+    the first two, one name served with a different certificate on two nodes, and one
+    leaf without its CA on the fourth."""
     made = {
         "expiring": extra.hand_made(["expiring.example", "www.expiring.example"], days_left=3),
         "partial": extra.hand_made(["partial.example"], days_left=60),
         "split-a": extra.hand_made(["split.example"], days_left=50),
         "split-b": extra.hand_made(["split.example"], days_left=40),
+        # copied without its CA: the leaf alone, as in the incident
+        "leafonly": replace(extra.hand_made(["leafonly.example"], days_left=45), chain=b""),
     }
     a, b = ops.nodes[0], ops.nodes[1]
     placed = [(n, "expiring", made["expiring"]) for n in ops.nodes]
     placed += [(a, "partial", made["partial"]), (b, "partial", made["partial"])]
     placed += [(a, "split", made["split-a"]), (b, "split", made["split-b"])]
+    placed += [(ops.nodes[3], "leafonly", made["leafonly"])]
     with extra.sites(lab, placed):
         yield made
 
@@ -88,6 +93,11 @@ def test_audit_lists_managed_and_hand_made_certificates(lab, ops, fleet, capsys)
     assert all(by[(h, "partial.example")]["state"] == "OK" for h in partial)
     assert by[(ops.nodes[0], "split.example")]["certificate"]["sha256"] == fleet["split-a"].sha256
     assert by[(ops.nodes[1], "split.example")]["certificate"]["sha256"] == fleet["split-b"].sha256
+    leafonly = by[(ops.nodes[3], "leafonly.example")]
+    assert leafonly["state"] == "WARNING" and leafonly["managed"] is None
+    alone = ("the file holds the leaf alone, without the intermediate of its issuer "
+             "CN=hand-made CA for leafonly.example")
+    assert any(n.startswith(alone) for n in leafonly["notes"]), leafonly["notes"]
     assert len(doc["conflicts"]) == 1, doc["conflicts"]
     assert doc["conflicts"][0].startswith("split.example: served with 2 different certificates")
 

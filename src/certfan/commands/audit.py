@@ -56,6 +56,7 @@ class FileFacts:
     path: str
     state: str  # "file", "present" (a key), "missing", "unreadable", "unparsable"
     facts: crypto.CertFacts | None = None
+    certificates: int = 0  # how many the file holds: the leaf and its intermediates
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,10 @@ def _parse_files(text: str) -> dict[str, FileFacts]:
     def close() -> None:
         if current is None:
             return
+        pem = "\n".join(body).encode()
         try:
-            found[current] = FileFacts(current, "file",
-                                       crypto.cert_facts("\n".join(body).encode()))
+            found[current] = FileFacts(current, "file", crypto.cert_facts(pem),
+                                       len(crypto.split_pem_chain(pem)))
         except CertfanError:
             found[current] = FileFacts(current, "unparsable")
 
@@ -247,6 +249,10 @@ def _judge(site: Site, now: datetime, warn_days: float, crit_days: float) -> Sit
         notes.append((CRITICAL, f"certificate file {site.cert.path} {site.cert.state}"))
     if site.key is not None and site.key.state in ("missing", "unreadable"):
         notes.append((CRITICAL, f"key file {site.key.path} {site.key.state}"))
+    facts = site.cert.facts
+    if facts is not None and site.cert.certificates == 1 and facts.issuer != facts.subject:
+        notes.append((WARNING, "the file holds the leaf alone, without the intermediate of "
+                      f"its issuer {facts.issuer}: many clients reject that"))
     days = site.days_left(now)
     if days is not None:
         if days <= 0:
