@@ -163,7 +163,7 @@ convert() {  # certbot's live dir -> archive/<cert>/certbot-<n>/ and a symlink t
     mv -T -- "$cert" "$aside" && mv -T -- ".$cert.tmp" "$cert" && sync -- . ) || fail convert
   say "convert=ok ${aside##*/}"
 }
-listeners() {
+listeners() {  # who holds the listener: `ss -p` reads every process's fds, so once
   ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u
 }
 workers() {  # the listener holders whose parent holds it too: not the master
@@ -174,13 +174,22 @@ workers() {  # the listener holders whose parent holds it too: not the master
     case $pids in *" $2 "*) printf '%s ' "$p" ;; esac
   done
 }
+holds() {  # holds PID: it still has a listening socket on $port open (cheap: its fds only)
+  [ -d "/proc/$1/fd" ] || return 1
+  hex=$(printf ':%04X' "$port")
+  inodes=$(awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+  [ -n "$inodes" ] || return 1
+  links=$(ls -l "/proc/$1/fd" 2>/dev/null) || return 1
+  for i in $inodes; do case $links in *"socket:[$i]"*) return 0 ;; esac; done
+  return 1
+}
 settle() {
   if [ -z "$old" ] || [ "$settle_for" = 0 ]; then say settle=unknown; return 0; fi
   end=$(( $(date +%s) + settle_for ))
   while :; do
-    now=" $(echo $(listeners)) "
     still=
-    for w in $old; do case $now in *" $w "*) still=1 ;; esac; done
+    for w in $old; do if holds "$w"; then still=1; break; fi; done
     if [ -z "$still" ]; then say settle=ok; return 0; fi
     if [ "$(date +%s)" -ge "$end" ]; then say settle=timeout; return 0; fi
     sleep 0.02
