@@ -8,6 +8,7 @@ from ``Lab.stop()`` or from ``python -m certfan_lab down`` after a crash.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -68,19 +69,15 @@ def _cmdline(pid: int) -> str:
 def _terminate(pids: list[int], timeout: float = 5.0) -> None:
     """Stop processes that are not our children (those are stopped by handle)."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + timeout
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     for pid in pids:
         if pid_alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def kill_recorded(base: Path, netns: list[str]) -> None:
@@ -158,10 +155,8 @@ def purge(base: Path) -> None:
     if state.get("user_created") and state.get("user"):
         nodes.delete_user(state["user"])
     if state.get("created_run_sshd") and not _sshd_running():
-        try:
+        with contextlib.suppress(OSError):
             RUN_SSHD.rmdir()
-        except OSError:
-            pass
     if base.exists():
         left = mounts_under(base)
         if left:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -98,10 +99,8 @@ async def serve(delay: float, mark: int) -> None:
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
         while not stop.is_set() and os.getppid() == parent:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
-            except TimeoutError:
-                pass
 
 
 def main(argv: list[str] | None = None) -> int:

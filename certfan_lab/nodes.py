@@ -131,7 +131,8 @@ def delete_netns(names: list[str]) -> None:
 
 
 def ensure_user(user: str, home: Path) -> tuple[int, int, bool]:
-    """(uid, gid, created). '*' rather than the locked '!': sshd without PAM refuses locked accounts."""
+    """(uid, gid, created). '*' rather than the locked '!': sshd without PAM refuses
+    locked accounts."""
     created = False
     try:
         pw = pwd.getpwnam(user)

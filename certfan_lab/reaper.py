@@ -14,6 +14,7 @@ it starts fast and never imports certfan.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -56,10 +57,8 @@ def _reap() -> list[tuple[int, int]]:
 
 
 def _kill(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _reap_leftovers(sigset: set[signal.Signals]) -> None:
