@@ -66,6 +66,18 @@ def test_doctor_on_a_healthy_lab_is_all_ok(lab, ops, capsys) -> None:  # type: i
     assert lab.dns_query(f"_acme-challenge.{NAME}", "TXT") == []  # the test value is gone
 
 
+def test_doctor_follows_cnames_and_narrows_to_a_certificate(lab, ops, capsys) -> None:  # type: ignore[no-untyped-def]
+    ops.config_path = lab.write_config(ops.dir / "certfan.toml", ops.state)  # wild, static too
+    capsys.readouterr()
+    assert ops.cli("doctor", "--cert", "static", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["hosts"] == []  # static goes to no host
+    zone = _by(doc)[("static", "dns zone")]
+    assert zone["reason"] == ("_acme-challenge.static.lab.test -> static.delegated.test.: "
+                              "zone delegated.test."), zone
+    assert {f["subject"] for f in doc["certificates"]} == {"static"}
+
+
 @pytest.fixture
 def broken(lab: Lab, ops: Ops, tmp_path: Path) -> Iterator[dict[str, str]]:
     """Five faults at once, each on its own host or part: nginx pointing elsewhere, no

@@ -70,7 +70,9 @@ class Report:
 def doctor(cfg: Config, *, hosts: Sequence[str] = (), certs: Sequence[str] = (),
            connect: Connect = default_connect) -> Report:
     chosen_certs = [cfg.certificate(c) for c in certs] if certs else list(cfg.certificates.values())
-    wanted = set(hosts) or {h for c in chosen_certs for h in c.hosts} or set(cfg.hosts)
+    # --host: those; --cert alone: the hosts those certificates go to (maybe none); else all
+    wanted = set(hosts) if hosts else ({h for c in chosen_certs for h in c.hosts} if certs
+                                       else set(cfg.hosts))
     targets = [h for h in cfg.hosts.values() if h.name in wanted]
     policy = cfg.rollout
     budget = policy.connect_timeout + 4 * policy.command_timeout
