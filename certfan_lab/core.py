@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -15,7 +14,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from certfan_lab import cleanup, configgen, dns, extra, nodes, pebble, pki, powerdns
-from certfan_lab.faults import BYPASS_MARK, Faults
+from certfan_lab.faults import Faults
+from certfan_lab.machine import BINARIES, local_address, preflight, tcp_open
 from certfan_lab.nodes import Node
 from certfan_lab.procs import Daemon, LabError, wait_until
 
@@ -24,26 +24,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DIR = Path("/tmp/certfan-lab")
 DIR_ENV = "CERTFAN_LAB_DIR"
 DEFAULT_NODES = ("cdn-frankfurt-1", "cdn-fremont-1", "sally", "esme")
-BINARIES = {
-    "named": "/usr/sbin/named",
-    "pebble": "/usr/bin/pebble",
-    "sshd": "/usr/sbin/sshd",
-    "nginx": "/usr/sbin/nginx",
-    "pdns_server": powerdns.BINARY,
-}
-TOOLS = ("ip", "iptables", "nsenter", "setpriv", "sysctl", "useradd", "userdel")
 READY_TIMEOUT = 20.0
-
-
-def preflight(binaries: dict[str, str] | None = None) -> str | None:
-    """Why a lab cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "the lab needs root (network namespaces, tmpfs mounts, iptables, a login user)"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    missing += [p for p in {**BINARIES, **(binaries or {})}.values() if not os.access(p, os.X_OK)]
-    if missing:
-        return f"missing program(s): {', '.join(missing)}"
-    return None
 
 
 class Lab:
@@ -168,7 +149,7 @@ class Lab:
                 f"network namespace(s) {', '.join(taken)} already exist: another lab uses "
                 f"prefix {self.prefix!r} (pick another prefix, or `down` a crashed lab)"
             )
-        used = [n.host_address for n in self.nodes if _local_address(n.host_address)]
+        used = [n.host_address for n in self.nodes if local_address(n.host_address)]
         if used:
             raise LabError(
                 f"address(es) {', '.join(used)} already on this machine: another lab uses "
@@ -268,7 +249,7 @@ class Lab:
         if name == "pebble":
             return pebble.answers(self.directory_url, self.ca_bundle)
         kind, node = name.split("-", 1)
-        return _tcp_open(self.node(node).address, 22 if kind == "sshd" else 443)
+        return tcp_open(self.node(node).address, 22 if kind == "sshd" else 443)
 
     def _wait_ready(self, names: list[str]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -399,26 +380,3 @@ class Lab:
         tmp.write_text(self.config_text(state_dir, **overrides))
         os.replace(tmp, path)
         return path
-
-
-def _local_address(address: str) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((address, 0))
-        except OSError:
-            return False
-    return True
-
-
-def _tcp_open(address: str, port: int) -> bool:
-    """Readiness probe; marked so a delay proxy never answers in the node's place."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, BYPASS_MARK)
-    sock.settimeout(0.2)
-    try:
-        sock.connect((address, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
