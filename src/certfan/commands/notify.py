@@ -37,12 +37,18 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from certfan.commands.notify_send import MAX_DETAIL, Delivery, Item, Notice, send
 from certfan.config.model import Config
 from certfan.errors import CertfanError
 from certfan.state import fsutil
+
+if TYPE_CHECKING:  # the reports' own types, for the checker only (no import at run time)
+    from certfan.commands.renew import RenewReport
+    from certfan.commands.status import Report
+    from certfan.deploy.fleet import Report as RolloutReport
+    from certfan.deploy.model import HostOutcome
 
 __all__ = ["Delivery", "Item", "Notice", "fire", "fire_expiring", "expiring_items",
            "renew_notice", "rollout_notice", "send"]
@@ -55,31 +61,9 @@ EXPIRY_QUIET = 86400.0  # one expiry notice per certificate per day
 # ---------------------------------------------------------------- notices from reports
 
 
-class _Outcome(Protocol):
-    @property
-    def host(self) -> str: ...
-    @property
-    def cert(self) -> str: ...
-    @property
-    def version(self) -> str: ...
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def result(self) -> object: ...
-    @property
-    def failed_step(self) -> str | None: ...
-    @property
-    def error(self) -> str | None: ...
 
 
-class _Rollout(Protocol):
-    @property
-    def outcomes(self) -> Sequence[_Outcome]: ...
-    @property
-    def halted_by(self) -> _Outcome | None: ...
-
-
-def _outcome_item(o: _Outcome) -> Item:
+def _outcome_item(o: HostOutcome) -> Item:
     result = getattr(o.result, "value", o.result)
     detail = f"{result}" + (f" at {o.failed_step}" if o.failed_step else "")
     if o.error:
@@ -87,7 +71,7 @@ def _outcome_item(o: _Outcome) -> Item:
     return Item(o.cert, o.host, o.version, detail[:MAX_DETAIL])
 
 
-def rollout_notice(command: str, report: _Rollout | None,
+def rollout_notice(command: str, report: RolloutReport | None,
                    extra: Iterable[Item] = ()) -> Notice | None:
     """``halted`` for a halted rollout, ``failed`` for hosts left behind (or ``extra``
     failures, e.g. an order that failed); None when all is well."""
@@ -110,47 +94,18 @@ def rollout_notice(command: str, report: _Rollout | None,
     return Notice(event, command, f"certfan {command}: {summary}", tuple(items))
 
 
-class _Failed(Protocol):
-    @property
-    def cert(self) -> str: ...
-    @property
-    def error(self) -> object: ...
 
 
-class _Renewed(Protocol):
-    @property
-    def failed_issues(self) -> Sequence[_Failed]: ...
-    @property
-    def rollout(self) -> _Rollout | None: ...
-
-
-def renew_notice(report: _Renewed) -> Notice | None:
+def renew_notice(report: RenewReport) -> Notice | None:
     """What a renew run has to tell: orders that failed, a halted or partial rollout."""
     failed = [Item(o.cert, detail=f"not renewed: {o.error}"[:MAX_DETAIL])
               for o in report.failed_issues]
     return rollout_notice("renew", report.rollout, failed)
 
 
-class _Check(Protocol):
-    @property
-    def host(self) -> str: ...
-    @property
-    def cert(self) -> str: ...
-    @property
-    def current(self) -> str | None: ...
-    def days_left(self, now: datetime) -> float | None: ...
 
 
-class _Status(Protocol):
-    @property
-    def checks(self) -> Sequence[_Check]: ...
-    @property
-    def now(self) -> datetime: ...
-    @property
-    def warn_days(self) -> float: ...
-
-
-def expiring_items(report: _Status) -> list[Item]:
+def expiring_items(report: Report) -> list[Item]:
     """A status report's (certificate, host) pairs that serve a certificate inside the
     warning window."""
     items = []
