@@ -45,7 +45,7 @@ dir="$root/archive/$cert"
 final="$dir/$version"
 target="../archive/$cert/$version"
 old=
-say() { printf '%s\n' "$*"; }
+say() { printf '%s\n' "$*" || exit 1; }  # certfan gone (SIGPIPE may be ignored here)
 fail() { say "failed=$1"; exit 3; }
 run() {  # run test|reload "$@": the first counted list of "$@", or the second
   which=$1; shift
@@ -82,9 +82,19 @@ verify() {
     [ "${sum%% *}" = "$sha" ] || { echo "$1/$name: sha256 mismatch" >&2; return 1; }
   done
 }
+sweep() {  # staging dirs of uploads whose shell is gone (killed, or its host rebooted)
+  for t in "$dir"/.*.tmp; do
+    [ -d "$t" ] || continue
+    p=${t%.tmp}; p=${p##*.}
+    case $p in ''|*[!0-9]*) continue ;; esac  # not ours (convert's name has no pid)
+    # Gone by both counts (kill -0 alone says "gone" for another user's live shell).
+    if ! kill -0 "$p" 2>/dev/null && [ ! -d "/proc/$p" ]; then rm -rf -- "$t" 2>/dev/null; fi
+  done
+}
 stage() {
   [ -d "$root" ] || { echo "$root does not exist" >&2; fail upload; }
   mkdir -p -- "$dir" "$root/live" || fail upload
+  sweep
   if [ -d "$final" ]; then
     total=0  # read exactly the files' bytes: stdin may stay open (the hold phase)
     for s in $specs; do size=${s#*:}; total=$((total + ${size%%:*})); done
@@ -112,7 +122,7 @@ stage() {
   if ! mv -T -- "$tmp" "$final" 2>/dev/null; then
     # Another upload placed the version first (rename never replaces a full directory).
     verify "$final" || { echo "$final exists with other content; not replacing" >&2; fail upload; }
-    trap - EXIT; say upload=present; return 0
+    rm -rf -- "$tmp"; trap - EXIT; say upload=present; return 0
   fi
   trap - EXIT
   sync -- "$dir"
