@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from certfan.cli import output
 from certfan.cli.options import EXIT_USAGE, add_window, check_names, command, load_config
-from certfan.config import Config
-from certfan.config.preflight import Problem
 
 if TYPE_CHECKING:
     from certfan.commands.audit import Report as AuditReport
     from certfan.commands.doctor import Report as DoctorReport
+    from certfan.config import Config
+    from certfan.config.preflight import Problem
 
 # the monitoring states (commands/status.py), here without importing it for --help
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3

@@ -6,7 +6,9 @@ failed an earlier rollout (deploy state).
 
 A run that has nothing to do reads local files only: due-ness comes from the
 store and the cached ACME directory, "every host is current" from the deploy
-state, so it needs neither the CA, nor DNS, nor SSH. The CLI holds the lock.
+state, so it needs neither the CA, nor DNS, nor SSH, and imports none of their
+code (issuance, ACME, DNS and the rollout are imported when there is work for
+them; tests/unit/test_cli_imports.py holds it to that). The CLI holds the lock.
 """
 
 from __future__ import annotations
@@ -16,31 +18,37 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from certfan.commands import notify
 from certfan.commands.tools import Tools, catch_up, note_rollout
 from certfan.config import Config
-from certfan.deploy import fleet
-from certfan.issue import order
+from certfan.errors import CertfanError
+from certfan.issue.dnspending import PendingTxt
+from certfan.issue.due import Status, renewal_status
 from certfan.state import history
 from certfan.state.revocations import Holds
 from certfan.state.store import Store
+
+if TYPE_CHECKING:
+    from certfan.deploy import fleet
+    from certfan.issue.order import Outcome
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RenewReport:
-    statuses: tuple[order.Status, ...]  # due-ness when the run started
-    issued: tuple[order.Outcome, ...]
+    statuses: tuple[Status, ...]  # due-ness when the run started
+    issued: tuple[Outcome, ...]
     targets: tuple[tuple[str, str, tuple[str, ...]], ...]  # (cert, version, hosts) rolled out
     held: tuple[tuple[str, str, str], ...]  # (cert, host, version) held back by a rollback
     rollout: fleet.Report | None
-    next_due: tuple[order.Status, ...]  # due-ness after the run
+    next_due: tuple[Status, ...]  # due-ness after the run
     seconds: float = 0.0
 
     @property
-    def failed_issues(self) -> list[order.Outcome]:
+    def failed_issues(self) -> list[Outcome]:
         return [o for o in self.issued if not o.ok]
 
     @property
@@ -65,17 +73,22 @@ def _renew(cfg: Config, store: Store, tools: Tools, now: datetime | None,
            rng: random.Random | None) -> RenewReport:
     started = time.monotonic()
     # What a killed run left: TXT values in DNS, a certificate stored but not yet current.
-    order.remove_dns_leftovers(cfg, tools.dns)
-    order.adopt_unactivated(cfg, store, now)
-    acme = tools.acme_for(cfg)
-    statuses = tuple(order.renewal_status(cfg, store, now, acme=acme, rng=rng))
+    if _left_over(cfg, store):
+        from certfan.issue import order
+
+        order.remove_dns_leftovers(cfg, tools.dns)
+        order.adopt_unactivated(cfg, store, now)
+    acme = tools.ari_for(cfg)
+    statuses = tuple(renewal_status(cfg, store, now, acme=acme, rng=rng))
     due = [s.cert for s in statuses if s.decision.due]
     for status in statuses:
         log.info("%s: %s: %s", status.cert, "due" if status.decision.due else "not due",
                  status.decision.reason, extra={"cert": status.cert})
-    issued: tuple[order.Outcome, ...] = ()
+    issued: tuple[Outcome, ...] = ()
     if due:
-        issued = tuple(order.issue_many(cfg, store, due, acme=acme, dns=tools.dns))
+        from certfan.issue import order
+
+        issued = tuple(order.issue_many(cfg, store, due, acme=acme.client(), dns=tools.dns))
         order.note_rate_limits(store, issued, now or datetime.now(UTC))
         for outcome in issued:
             if outcome.ok:
@@ -95,7 +108,7 @@ def _renew(cfg: Config, store: Store, tools: Tools, now: datetime | None,
     # next run finds a fresh ARI state and need not.
     after = statuses
     if any(o.ok for o in issued):
-        after = tuple(order.renewal_status(cfg, store, now, acme=acme, rng=rng))
+        after = tuple(renewal_status(cfg, store, now, acme=acme, rng=rng))
     return RenewReport(
         statuses=statuses,
         issued=issued,
@@ -105,3 +118,16 @@ def _renew(cfg: Config, store: Store, tools: Tools, now: datetime | None,
         next_due=after,
         seconds=time.monotonic() - started,
     )
+
+
+def _left_over(cfg: Config, store: Store) -> bool:
+    """Whether a killed run left TXT values (dns01.PendingTxt) or an unactivated version.
+
+    Local files only; when it says no, the issuance and DNS code stay unimported.
+    """
+    try:
+        if PendingTxt(cfg.state_dir).leftovers():
+            return True
+    except CertfanError:
+        return True  # unreadable: order.remove_dns_leftovers reads it again and says why
+    return any(store.unactivated(name) is not None for name in cfg.certificates)

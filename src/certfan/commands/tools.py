@@ -2,7 +2,9 @@
 
 :class:`Tools` carries the CA client, the DNS publisher, the SSH connect and
 the TLS prober, so a test hands in its own; the CA code is imported only
-when a command asks for the CA (``push`` and ``rollback`` never do).
+when a command asks the CA something (``push`` and ``rollback`` never do, and
+a ``renew`` whose ARI answers are all remembered does not either: see
+:class:`LazyAcme`), and the SSH and rollout code only when a rollout starts.
 :func:`catch_up` finds hosts behind their certificate's current version from
 local files only; :func:`note_rollout` records finished rollouts for status.
 """
@@ -17,14 +19,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from certfan.config import Config, Host, RolloutPolicy
-from certfan.deploy import fleet, hostrun, probe, ssh
+from certfan.deploy.model import Connect, Prober, default_connect, default_prober
 from certfan.state import history
 from certfan.state.deploy import DeployState, hosts_behind
 from certfan.state.revocations import Holds
 from certfan.state.store import Release, Store
 
 if TYPE_CHECKING:
+    from certfan.deploy import fleet, hostrun
     from certfan.issue.acme import AcmeClient, Dns01Publisher
+    from certfan.issue.due import AriWindow
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,8 @@ class Tools:
 
     acme: AcmeClient | None = None
     dns: Dns01Publisher | None = None
-    connect: hostrun.Connect = ssh.connect
-    prober: hostrun.Prober = probe.served_leaf
+    connect: Connect = default_connect  # ssh.connect, imported on the first connection
+    prober: Prober = default_prober  # probe.served_leaf, likewise
     on_event: Callable[[hostrun.Event], None] | None = None
     stop: Stop | None = None
 
@@ -53,6 +57,10 @@ class Tools:
 
         return client_for(cfg)
 
+    def ari_for(self, cfg: Config) -> LazyAcme:
+        """The CA as the due check sees it, built (and the ACME code imported) on first use."""
+        return LazyAcme(cfg, self)
+
     def push(self, cfg: Config, targets: Targets,
              policy: RolloutPolicy | None = None) -> fleet.Report:
         """Each release under ``policy``, else under its certificate's own (rollout_for).
@@ -60,6 +68,8 @@ class Tools:
         Releases that share a policy go out as one rollout, where one halt stops
         all that follow; a certificate with a policy of its own is rolled out,
         and halts, on its own."""
+        from certfan.deploy import fleet
+
         runs: list[tuple[RolloutPolicy, list[tuple[Release, Sequence[Host]]]]] = []
         for release, hosts in targets:
             own = policy or cfg.rollout_for(release.cert)
@@ -82,7 +92,41 @@ class Tools:
                             tuple(w for r in reports for w in r.warnings))
 
     def plan(self, cfg: Config, targets: Targets) -> list[hostrun.HostPlan]:
+        from certfan.deploy import fleet
+
         return fleet.plan(targets, cfg.rollout, connect=self.connect, prober=self.prober)
+
+
+class LazyAcme:
+    """The CA client of ``tools`` for ``cfg``, made on first use (an ``AriSource``).
+
+    Whether the CA offers ARI comes from the directory cache while it is fresh
+    (what the client itself would answer), so a run whose ARI windows are all
+    remembered and not yet due for a fetch imports no ACME, JOSE or HTTP code.
+    """
+
+    def __init__(self, cfg: Config, tools: Tools) -> None:
+        self.cfg, self.tools = cfg, tools
+        self._client: AcmeClient | None = tools.acme
+
+    def client(self) -> AcmeClient:
+        if self._client is None:
+            self._client = self.tools.acme_for(self.cfg)
+        return self._client
+
+    @property
+    def supports_ari(self) -> bool:
+        if self._client is None:
+            from certfan.issue.acmestate import DIRECTORY_CACHE_TTL, CaState
+
+            cached = CaState(self.cfg.state_dir, self.cfg.acme.directory).cached_ari(
+                DIRECTORY_CACHE_TTL)
+            if cached is not None:
+                return cached
+        return self.client().supports_ari
+
+    def renewal_info(self, cert_pem: bytes) -> AriWindow | None:
+        return self.client().renewal_info(cert_pem)
 
 
 @dataclass(frozen=True)

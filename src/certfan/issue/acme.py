@@ -32,7 +32,7 @@ from certfan import __version__
 from certfan.config import AcmeConfig, Config
 from certfan.errors import AcmeError, CertfanError, RateLimitedError
 from certfan.issue import crypto, polling
-from certfan.issue.acmestate import CaState, choose_profile, read_secret
+from certfan.issue.acmestate import DIRECTORY_CACHE_TTL, CaState, choose_profile, read_secret
 from certfan.issue.due import AriWindow, retry_after_seconds
 
 if TYPE_CHECKING:  # the DNS step is handed in; its module (and dnspython) is not needed here
@@ -45,7 +45,6 @@ NETWORK_TIMEOUT = 30
 ORDER_TIMEOUT = 300.0  # whole order: authorizations, finalize, download
 NONCE_ATTEMPTS = 6  # badNonce is retryable (RFC 8555 section 6.5); Pebble rejects 5%
 _POLL_START, _POLL_MAX = 0.1, 2.0
-DIRECTORY_CACHE_TTL = 24 * 3600.0  # whether the CA offers ARI: a day-old answer is fine
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from certfan.errors import AcmeError
-from certfan.issue import crypto
 from certfan.state import fsutil
 
 log = logging.getLogger(__name__)
+
+DIRECTORY_CACHE_TTL = 24 * 3600.0  # whether the CA offers ARI: a day-old answer is fine
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class CaState:
             if key_path.exists():
                 key_pem = key_path.read_bytes()
             else:
+                from certfan.issue import crypto  # only a new account: the due check needs none
+
                 key_pem = crypto.new_key_pem(key_type)
                 fsutil.atomic_write(key_path, key_pem, fsutil.KEY_MODE)
                 log.info("created ACME account key %s", key_path)

@@ -30,11 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certfan.errors import CertfanError, StoreError
-from certfan.issue import crypto
 from certfan.state import fsutil
+
+if TYPE_CHECKING:
+    from certfan.issue import crypto  # imported where used: reading the store needs none
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,8 @@ class Store:
         stores (issue, renew, reissue, import) passes both; a unit test holds
         them to it.
         """
+        from certfan.issue import crypto
+
         problems = crypto.chain_problems(key_pem, fullchain_pem, names, anchors)
         if problems:
             raise StoreError(f"{cert}: refusing to store: {'; '.join(problems)}")
@@ -262,6 +266,8 @@ class Store:
             stored_chain = current.file("fullchain.pem").read_bytes()
         except OSError as exc:
             raise StoreError(f"{current.path}: cannot read: {exc.strerror or exc}") from exc
+        from certfan.issue import crypto
+
         try:
             same_key = crypto.public_key_sha256_of_key(key_pem) == (
                 crypto.public_key_sha256_of_key(stored_key)
@@ -282,6 +288,8 @@ class Store:
             fullchain = self.get(cert, version).file("fullchain.pem").read_bytes()
         except (OSError, StoreError):
             return None
+        from certfan.issue import crypto
+
         return crypto.same_chain(served, fullchain)
 
     def previous(self, cert: str) -> Release | None:
