@@ -4,16 +4,21 @@ test_policy.py; the policy itself, on local stand-ins, in tests/unit."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certfan.deploy import hostrun
+from certfan.config import Endpoint
+from certfan.deploy import hostrun, probe
 from certfan.state.deploy import DeployState, hosts_behind
+from certfan_lab import extra
 from helpers.rollout import (
     ALL_SNIS,
     Watcher,
@@ -111,6 +116,60 @@ def test_broken_nginx_keeps_its_old_certificate_and_halts_the_rollout(lab, lab_p
         assert results[node]["result"] in ("rolled back", "failed", "skipped: halted")
         assert served(lab, node) == old.sha256
         assert os.readlink(lab.node(node).root / "live" / "media").endswith(old.version)
+
+
+@contextlib.contextmanager
+def _serving_the_leaf_alone(lab, node: str) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """The node's site points nginx at live/media/cert.pem (the leaf without its
+    intermediate, a common slip) instead of fullchain.pem; put back afterwards."""
+    n = lab.node(node)
+    live = n.root / "live" / "media"
+    original = n.site_conf.read_text()
+    n.site_conf.write_text(original.replace(f"{live}/fullchain.pem", f"{live}/cert.pem"))
+    try:
+        extra.reload_nginx(lab, n)
+        _wait_chain_length(n.address, 1)
+        yield
+    finally:
+        n.site_conf.write_text(original)
+        extra.reload_nginx(lab, n)
+        _wait_chain_length(n.address, 2)
+
+
+def _wait_chain_length(address: str, count: int, timeout: float = 10.0) -> None:
+    """Until the node presents ``count`` certificate(s) (new workers take over a moment
+    after the reload signal)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = probe.served_chain(Endpoint(address, 443), "media.lab.test", 2.0)
+        if isinstance(answer, list) and len(answer) == count:
+            return
+        assert time.monotonic() < deadline, f"{address} still presents {len(answer)}"
+        time.sleep(0.05)
+
+
+@pytest.mark.lab
+def test_a_node_serving_the_leaf_without_its_intermediate_fails_the_proof_and_rolls_back(
+        lab, lab_push, capsys):
+    old = lab_push.converge()  # proven whole everywhere: leaf and intermediate
+    new = lab_push.release()
+    with _serving_the_leaf_alone(lab, "sally"):
+        code = lab_push.cli("--json")
+        doc = json_report(capsys)
+        assert served(lab, "sally") == old.sha256  # back on the old leaf (served as it was)
+    results = {o["host"]: o for o in doc["outcomes"]}
+    assert code == 1, doc
+    sally = results["sally"]
+    assert sally["result"] == "failed" and sally["failed_step"] == "prove", sally
+    assert sally["failure"] == "rejected" and sally["rollback"] == "ok", sally
+    assert sally["error"].startswith("sally "), sally["error"]
+    assert (f"not the deployed fullchain.pem of {new.version} (sha256 {new.sha256[:16]}...): "
+            "serves the leaf only, without the 1 intermediate(s) deployed") in sally["error"]
+    assert os.readlink(lab.node("sally").root / "live" / "media").endswith(old.version)
+    assert doc["halted_by"] == {"host": "sally", "cert": "media", "step": "prove"}
+    for node in lab_push.nodes:  # the budget spent: none is left on the new version
+        assert results[node]["result"] in ("rolled back", "failed", "skipped: halted"), doc
+        assert served(lab, node) == old.sha256
 
 
 @pytest.mark.lab

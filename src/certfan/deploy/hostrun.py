@@ -99,6 +99,10 @@ class HostRun:
         self.log = HostLog(log, {"host": host.name, "cert": release.cert})
         self.prover = Prover(host, plan.probe_snis(release.names), policy, prober,
                              self._emit_step, self.log)
+        try:  # what every name must be served with, whole (leaf and intermediates)
+            self.fullchain: bytes | None = release.file("fullchain.pem").read_bytes()
+        except OSError:
+            self.fullchain = None  # the upload fails on it first; the proof asks the leaf
         self._spent = 0.0  # seconds on this host so far (not waiting for a canary)
         self._t0: float | None = None  # when the current phase began
 
@@ -350,14 +354,16 @@ class HostRun:
 
     def _prove(self, expect: str, *, settled: bool, prefix: str = "",
                version: str | None = None) -> None:
+        """The release is proven whole (its fullchain); a rollback by the old leaf."""
         self.step = prefix + "prove"
+        whole = expect == self.release.sha256 and not prefix
         self.prover.prove(expect, settled=settled, step=self.step, version=version,
-                          names={self.release.sha256: self.release.version})
+                          names={self.release.sha256: self.release.version},
+                          fullchain=self.fullchain if whole else None)
 
-    def _probe_round(self, snis: Sequence[str], deadline: float,
-                     expect: str | None = None) -> str | None:
-        return self.prover.round(deadline, expect or self.release.sha256,
-                                 {self.release.sha256: self.release.version})
+    def _probe_round(self, snis: Sequence[str], deadline: float) -> str | None:
+        return self.prover.round(deadline, self.release.sha256,
+                                 {self.release.sha256: self.release.version}, self.fullchain)
 
     # -------------------------------------------------------- outcomes
 

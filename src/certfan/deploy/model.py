@@ -47,7 +47,8 @@ class Session(Protocol):
 
 
 Connect = Callable[..., Session]  # connect(host, *, timeout) -> Session
-Prober = Callable[[Endpoint, str, float], bytes]  # served_leaf(endpoint, sni, timeout) -> DER
+# served_chain(endpoint, sni, timeout) -> DER, leaf first; a leaf-only prober answers bytes
+Prober = Callable[[Endpoint, str, float], "Sequence[bytes] | bytes"]
 
 
 def default_connect(host: Host, *, timeout: float) -> Session:
@@ -57,10 +58,10 @@ def default_connect(host: Host, *, timeout: float) -> Session:
     return ssh.connect(host, timeout=timeout)
 
 
-def default_prober(endpoint: Endpoint, sni: str, timeout: float) -> bytes:
+def default_prober(endpoint: Endpoint, sni: str, timeout: float) -> Sequence[bytes] | bytes:
     from certfan.deploy import probe
 
-    return probe.served_leaf(endpoint, sni, timeout)
+    return probe.served_chain(endpoint, sni, timeout)
 
 
 class OutcomeKind(enum.StrEnum):

@@ -9,6 +9,7 @@ the private key matching that leaf (it signed the handshake with it).
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import ssl
 from collections.abc import Callable, Sequence
@@ -85,6 +86,15 @@ def served_chain(endpoint: Endpoint, sni: str, timeout: float) -> list[bytes] | 
     if not leaf:
         raise ProbeError(str(endpoint), sni, "no certificate presented")
     return ders or leaf
+
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def chain_ders(fullchain_pem: bytes) -> tuple[bytes, ...]:
+    """DER of each certificate of a fullchain.pem, in order (stdlib: the cheap compare)."""
+    return tuple(ssl.PEM_cert_to_DER_cert(m.group().decode("ascii"))
+                 for m in _PEM_CERT.finditer(fullchain_pem))
 
 
 def facts_of(der: bytes) -> CertFacts:

@@ -1,6 +1,10 @@
 """The proof: the host presents the expected leaf for every name, asked all at once.
 
-One round is every SNI of the certificate handshaken in parallel (fanout). On
+One round is every SNI of the certificate handshaken in parallel (fanout). A
+new version must be served whole: the handshake presents exactly the deployed
+fullchain.pem, leaf and intermediates in order (many clients reject a leaf
+without its intermediate). A rollback's proof asks for the old leaf only: it
+goes back to what the host served, as it served it. On
 a host that settled after its reload (scripts.py: the old workers no longer
 hold the listener) one right round is the proof; otherwise the new leaf must
 be seen in UNSETTLED_ROUNDS rounds in a row. Each handshake completes only with
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from certfan.config import Host, RolloutPolicy
 from certfan.deploy.fanout import fan_out
 from certfan.deploy.model import Prober, StepFailed
-from certfan.deploy.probe import sha256_hex
+from certfan.deploy.probe import chain_ders, leaf_and_chain, sha256_hex
 from certfan.errors import ProbeError
 
 # Without a settled host (no `ss`, or another server than nginx) old workers may
@@ -37,8 +41,10 @@ class Prover:
     log: logging.LoggerAdapter  # type: ignore[type-arg]
 
     def prove(self, expect: str, *, settled: bool, step: str = "prove",
-              version: str | None = None, names: dict[str, str | None] | None = None) -> None:
-        """Every SNI at once presents ``expect`` (twice in a row when not settled), in time."""
+              version: str | None = None, names: dict[str, str | None] | None = None,
+              fullchain: bytes | None = None) -> None:
+        """Every SNI at once presents ``expect`` (twice in a row when not settled), in time;
+        with ``fullchain`` (PEM), exactly that chain."""
         self.emit(step, "start", f"sha256 {expect[:16]}...")
         deadline = time.monotonic() + self.policy.verify_timeout
         needed = 1 if settled else UNSETTLED_ROUNDS
@@ -46,7 +52,7 @@ class Prover:
         known = {**(names or {}), **({expect: version} if version else {})}
         while True:
             rounds += 1
-            bad = self.round(deadline, expect, known)
+            bad = self.round(deadline, expect, known, fullchain)
             if bad is None:
                 streak += 1
                 if streak >= needed:
@@ -64,10 +70,13 @@ class Prover:
         self.emit(step, "ok")
 
     def round(self, deadline: float, expect: str,
-              names: dict[str, str | None] | None = None) -> str | None:
-        """None when every SNI, asked at once, shows ``expect``; else what was seen,
-        naming versions where they are known (``names``: sha256 -> version), not only hashes."""
+              names: dict[str, str | None] | None = None,
+              fullchain: bytes | None = None) -> str | None:
+        """None when every SNI, asked at once, shows ``expect`` (and, given ``fullchain``,
+        exactly that chain); else what was seen, naming versions where they are known
+        (``names``: sha256 -> version), not only hashes."""
         known = names or {}
+        whole = chain_ders(fullchain) if fullchain else ()
 
         def label(sha: str) -> str:
             version = known.get(sha)
@@ -75,16 +84,25 @@ class Prover:
 
         timeout = max(0.1, min(deadline - time.monotonic(), self.policy.connect_timeout))
 
-        def ask(sni: str) -> str:
-            return sha256_hex(self.prober(self.host.probe, sni, timeout))
+        def ask(sni: str) -> tuple[str, tuple[bytes, ...]]:
+            leaf, chain = leaf_and_chain(self.prober(self.host.probe, sni, timeout))
+            return sha256_hex(leaf), chain
 
         done = fan_out(self.snis, ask, concurrency=len(self.snis), deadline=timeout + 1)
         for sni, seen in zip(self.snis, done, strict=True):
             if isinstance(seen.error, ProbeError):
                 return str(seen.error)
-            if not seen.ok:
+            if not seen.ok or seen.value is None:
                 return f"{self.host.probe} (SNI {sni}): {seen.why(timeout + 1)}"
-            if seen.value != expect:
-                return (f"{self.host.probe} (SNI {sni}) serves {label(seen.value or '')}, "
+            sha, chain = seen.value
+            if sha != expect:
+                return (f"{self.host.probe} (SNI {sni}) serves {label(sha)}, "
                         f"expected {label(expect)}")
+            # A prober that tells the leaf alone (bytes) has no chain to compare.
+            if whole and chain and chain != whole:
+                from certfan.issue import crypto  # only a chain that differs needs parsing
+
+                why = crypto.same_chain(chain, fullchain or b"") or "serves another chain"
+                return (f"{self.host.name} {self.host.probe} (SNI {sni}): not the deployed "
+                        f"fullchain.pem of {label(expect)}: {why}")
         return None
