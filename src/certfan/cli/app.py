@@ -89,9 +89,10 @@ def setup_logging(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="certfan",
-        description="Get TLS certificates from an ACME CA through DNS-01 (RFC 2136) and roll "
-        "them out over SSH to nginx edge nodes: canary first, config-tested, reloaded, "
-        "proven by a TLS handshake, rolled back on failure.",
+        description="Get TLS certificates from an ACME CA through DNS-01 (RFC 2136 with TSIG, "
+        "a DNS provider's API through lexicon, or a hook) and roll them out over SSH to nginx "
+        "edge nodes: canary first, config-tested, reloaded, proven by a TLS handshake, rolled "
+        "back on failure.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
