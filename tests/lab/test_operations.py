@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,84 +21,13 @@ from certfan.cli import render
 from certfan.commands import prune, reissue
 from certfan.commands import renew as renew_mod
 from certfan.commands.tools import Tools
-from certfan.config import AcmeConfig, Certificate, Config, DnsConfig, Host, RolloutPolicy
 from certfan.deploy import hostrun
-from certfan.issue.acme import AcmeClient
-from certfan.state.store import Release, Store
 from certfan_lab import pebble
 from helpers.ops import Ops, cert_files, import_args, public_key_sha256, restore_logging
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 _logging = pytest.fixture(autouse=True)(restore_logging)
-
-# ---------------------------------------------------------------- the run lock
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------- a run with nothing to do
-
-
-class _NoCA(AcmeClient):
-    def directory(self):  # type: ignore[no-untyped-def]
-        raise AssertionError("the CA was contacted")
-
-
-class _NoDns:
-    def published(self, records, cancel=None):  # type: ignore[no-untyped-def]
-        raise AssertionError("DNS was touched")
-
-
-def _unit_config(state: Path, directory: str = "https://127.0.0.1:9/dir") -> Config:
-    hosts = {n: Host(n, f"192.0.2.{i}") for i, n in enumerate(("a", "b", "c"), 1)}
-    return Config(
-        path=state / "certfan.toml",
-        state_dir=state,
-        acme=AcmeConfig(directory=directory),
-        dns=DnsConfig(),
-        rollout=RolloutPolicy(connect_timeout=1.0),
-        hosts=hosts,
-        certificates={"media": Certificate("media", ("media.lab.test",), hosts=tuple(hosts))},
-    )
-
-
-def _store_release(store: Store, tmp_path: Path, tag: str, days_left: float = 60.0) -> Release:
-    key, chain = cert_files(tmp_path, tag, days_left=days_left)
-    release = store.save("media", key.read_bytes(), chain.read_bytes(), order_url=None,
-                         key_type="ec-p256")
-    store.activate(release)
-    return release
-
-
-def _remember_no_ari(cfg: Config) -> None:
-    client = AcmeClient(cfg.acme, cfg.state_dir)
-    path = client.account_dir() / "directory.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"directory": cfg.acme.directory, "renewal_info": None,
-                                "fetched_at": datetime.now(UTC).isoformat()}))
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------- holds and prune plans
-
-
-
-
-
-
-
-
-
 
 # ---------------------------------------------------------------- on the lab
 

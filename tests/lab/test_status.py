@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from certfan.commands.status import CRITICAL, OK, UNKNOWN, WARNING, Check, Served
+from certfan.commands.status import CRITICAL, OK, UNKNOWN, WARNING
 from helpers.ops import Ops, restore_logging
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -26,25 +25,8 @@ NOW = datetime(2030, 1, 1, tzinfo=UTC)
 _logging = pytest.fixture(autouse=True)(restore_logging)
 
 
-def _check(days: float | None = 60.0, sha: str = "aa", **changes: object) -> Check:
-    served = Served("media.lab.test", "media.lab.test", sha256=sha,
-                    not_after=NOW + timedelta(days=days), version="0002-aaaaaaaaaaaa") \
-        if days is not None else Served("media.lab.test", "media.lab.test", error="timed out")
-    check = Check("sally", "media", "0002-aaaaaaaaaaaa", "aa", on_disk="0002-aaaaaaaaaaaa",
-                  served=(served,))
-    return replace(check, **changes)  # type: ignore[arg-type]
-
-
-
-
-
-
 def _families(text: str) -> dict[str, list]:  # type: ignore[type-arg]
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
-
-
-
-
 
 
 # ---------------------------------------------------------------- on the lab
@@ -140,5 +122,3 @@ def test_status_on_the_lab_critical_warning_unknown_and_the_textfile(lab, ops, c
     assert "esme" not in expiry_hosts  # no made-up expiry for what could not be seen
     assert {s.labels["host"]: s.value for s in families["certfan_status"]}["esme"] == UNKNOWN
     assert not any(math.isnan(s.value) for f in families.values() for s in f)
-
-

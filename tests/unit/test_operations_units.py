@@ -28,7 +28,6 @@ from certfan.issue.acme import AcmeClient
 from certfan.state import lock, revocations
 from certfan.state.deploy import DeployState
 from certfan.state.store import Release, Store
-from certfan_lab import pebble
 from helpers.ari import AriServer
 from helpers.ops import Ops, cert_files, restore_logging
 
@@ -294,33 +293,3 @@ def test_import_refuses_a_key_that_does_not_match(tmp_path: Path) -> None:
 @pytest.fixture
 def ops(lab, tmp_path: Path) -> Ops:  # type: ignore[no-untyped-def]
     return Ops(lab, tmp_path)
-
-
-def _env() -> dict[str, str]:
-    """The environment for certfan as a separate process, importing this checkout."""
-    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-
-
-def _one_line(capsys) -> str:  # type: ignore[no-untyped-def]
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
-
-
-
-
-
-
-def _pebble_status(lab, serial: str) -> dict:  # type: ignore[no-untyped-def]
-    url = f"https://127.0.0.1:{lab.mgmt_port}/cert-status-by-serial/{serial}"
-    return json.loads(pebble.get(url, lab.ca_bundle))
-
-
-
-
-
-
-
-

@@ -8,7 +8,6 @@ prometheus_client's own parser.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,16 +128,6 @@ def test_human_status_starts_with_the_state_and_ends_with_the_perfdata() -> None
 @pytest.fixture
 def ops(lab, tmp_path: Path) -> Ops:  # type: ignore[no-untyped-def]
     return Ops(lab, tmp_path)
-
-
-def _status(ops: Ops, capsys, *args: str) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
-    capsys.readouterr()
-    code = ops.cli("status", "--json", "--crit-days", "7", "--warn-days", "20", *args)
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["exit"] == code
-    return code, doc
-
-
 
 
 def test_a_check_that_cannot_check_is_unknown(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
