@@ -116,9 +116,12 @@ class Watcher:
     what was seen is checked against the stored versions at the end.
     """
 
-    def __init__(self, lab: Lab, skip: set[str] | None = None):
+    def __init__(self, lab: Lab, skip: set[str] | None = None, *,
+                 allowed: set[str] | None = None, interval: float = 0.03):
         self.lab = lab
         self.skip = skip if skip is not None else set()
+        self.allowed = allowed  # leaves that may be served; None: checked later instead
+        self.interval = interval
         self.seen: dict[str, set[str]] = {}
         self.problems: list[str] = []
         self.count = 0
@@ -131,14 +134,16 @@ class Watcher:
                 if node in self.skip:
                     continue
                 try:
-                    der = self.lab.served_leaf(node, "media.lab.test", timeout=2.0)
+                    sha = _sha(self.lab.served_leaf(node, "media.lab.test", timeout=2.0))
                 except (OSError, LabError) as exc:
                     if node not in self.skip:  # it may have been cut while we asked
                         self.problems.append(f"{node}: handshake failed: {exc}")
                     continue
                 self.count += 1
-                self.seen.setdefault(node, set()).add(_sha(der))
-            self._stop.wait(0.03)
+                self.seen.setdefault(node, set()).add(sha)
+                if self.allowed is not None and sha not in self.allowed:
+                    self.problems.append(f"{node}: served unexpected leaf {sha[:12]}")
+            self._stop.wait(self.interval)
 
     def start(self) -> Watcher:
         self._thread.start()

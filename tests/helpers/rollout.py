@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,8 @@ from certfan.cli import app as cli
 from certfan.deploy import fleet as rollout
 from certfan.state.deploy import DeployState
 from certfan.state.store import Release, Store
-from certfan_lab import LabError, pki
+from certfan_lab import pki
+from helpers import labstate
 
 _CA = pki.new_ca("rollout test CA")
 
@@ -118,45 +118,20 @@ rm -rf archive/media/certbot-* live/.media.tmp
         wait_served(lab, node, lab.seed_sha256)
 
 
-class Watcher:
+class Watcher(labstate.Watcher):
     """Probe every node over and over during a rollout: every handshake must succeed
-    (the server proved it holds the key of the leaf it sent) with an expected leaf."""
+    (the server proved it holds the key of the leaf it sent) with an expected leaf.
+    A context manager that asserts so when the block ends."""
 
     def __init__(self, lab, allowed: set[str], skip: set[str] | None = None):  # type: ignore[no-untyped-def]
-        self.lab = lab
-        self.allowed = allowed
-        self.skip = skip if skip is not None else set()
-        self.seen: dict[str, set[str]] = {}
-        self.problems: list[str] = []
-        self.count = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            for node in self.lab.default_node_names:
-                if node in self.skip:
-                    continue
-                try:
-                    sha = sha_of(self.lab.served_leaf(node, "media.lab.test", timeout=2.0))
-                except (OSError, LabError) as exc:
-                    if node not in self.skip:
-                        self.problems.append(f"{node}: handshake failed: {exc}")
-                    continue
-                self.count += 1
-                self.seen.setdefault(node, set()).add(sha)
-                if sha not in self.allowed:
-                    self.problems.append(f"{node}: served unexpected leaf {sha[:12]}")
-            self._stop.wait(0.01)
+        super().__init__(lab, skip, allowed=allowed, interval=0.01)
 
     def __enter__(self) -> Self:
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        assert not self._thread.is_alive()
+        self.stop()
         assert self.count > 0
         assert not self.problems, self.problems[:5]
 
