@@ -9,10 +9,7 @@ never touched. One of the two modules importing dnspython (with
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import re
 import stat
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import dns.tsig
 import dns.update
 
 from certfan.config import DnsConfig, Endpoint
+from certfan.config.preflight import tsig_secret
 from certfan.errors import DnsError
 from certfan.issue.dnslookup import Lookup, absolute, describe
 
@@ -45,15 +43,9 @@ def read_tsig_secret(path: Path) -> str:
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("%s: TSIG secret file is readable by group or others (mode %o); chmod 600",
                     path, stat.S_IMODE(info.st_mode))
-    match = re.search(r'secret\s+"([^"]+)"', text)
-    secret = match.group(1) if match else "".join(
-        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
-    )
-    try:
-        if not base64.b64decode(secret, validate=True):
-            raise ValueError("empty")
-    except (binascii.Error, ValueError):
-        raise DnsError(f"{path}: TSIG secret is not base64 (nor a BIND key clause)") from None
+    secret = tsig_secret(text)  # the parser `certfan check` uses too
+    if secret is None:
+        raise DnsError(f"{path}: TSIG secret is not base64 (nor a BIND key clause)")
     return secret
 
 
