@@ -11,13 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from certfan import cli, config
 from certfan.state.store import Release, Store
@@ -33,21 +31,8 @@ def cert_files(directory: Path, tag: str, *, days_left: float, lifetime_days: fl
                names: tuple[str, ...] = ("media.lab.test",)) -> tuple[Path, Path]:
     """(key file, fullchain file) of a certificate like certbot leaves, ``days_left`` to live."""
     ca_key, ca = CA
-    key = ec.generate_private_key(ec.SECP256R1())
-    not_after = datetime.now(UTC) + timedelta(days=days_left)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_after - timedelta(days=lifetime_days))
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    key, leaf = pki.issue(ca_key, ca, names, timedelta(days=lifetime_days),
+                          left=timedelta(days=days_left))
     key_path, chain_path = directory / f"{tag}.key", directory / f"{tag}.fullchain.pem"
     key_path.write_bytes(key.private_bytes(PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))

@@ -10,14 +10,11 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Self
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from certfan import config
 from certfan.cli import app as cli
@@ -34,19 +31,7 @@ def make_release(store: Store, names: Sequence[str] = ("media.lab.test", "*.lab.
                  days: float = 30.0) -> Release:
     """A new current version of "media", signed by a local CA."""
     ca_key, ca = _CA
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    key, leaf = pki.issue(ca_key, ca, names, timedelta(days=days))
     pem = serialization.Encoding.PEM
     key_pem = key.private_bytes(
         pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
