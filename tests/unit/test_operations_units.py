@@ -1,10 +1,6 @@
-"""renew, reissue, rollback, prune, import and the run lock.
-
-First the parts that need no lab: the lock, the cached ACME directory, what a
-run with nothing to do touches (nothing), holds, the prune plans. Then the
-real thing on the lab: Pebble issuing over DNS-01, nginx nodes over SSH, and
-the lab's faults (Pebble and BIND stopped, a node cut off, latency).
-"""
+"""renew, reissue, rollback, prune, import and the run lock, the parts that need no lab:
+the lock, the cached ACME directory, what a run with nothing to do touches (nothing),
+holds, the prune plans. The lab half is tests/lab/test_operations.py."""
 
 from __future__ import annotations
 

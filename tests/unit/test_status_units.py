@@ -1,10 +1,6 @@
-"""status: judging what hosts serve (pure), the Prometheus textfile, then the lab.
-
-On the lab: every node on the lab's seeded certificate (three days left) is
-CRITICAL; a newer current version nobody serves yet is drift (WARNING); a
-node cut off is UNKNOWN, never OK. The textfile is read back with
-prometheus_client's own parser.
-"""
+"""status without a lab: judging what hosts serve (pure functions), the monitoring
+summary line, and the Prometheus textfile read back with prometheus_client's own parser.
+The lab half is tests/lab/test_status.py."""
 
 from __future__ import annotations
 
